@@ -1,0 +1,29 @@
+# FineCLIPER / DFER-CLIP pipeline: a table of contents. Logic lives in stages/ (plain Python);
+# helpers for paths, configs and fingerprints live in rules/common.smk.
+from snakemake.utils import min_version, validate
+
+min_version("9.11")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/index.smk"
+include: "rules/frames.smk"
+include: "rules/faces.smk"
+
+
+rule all:
+    default_target: True
+    localrule: True
+    input:
+        demo_final_outputs(),
+
+
+onsuccess:
+    report_final_outputs(demo_final_outputs())

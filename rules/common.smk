@@ -1,0 +1,97 @@
+# Helpers shared by the rules: dataset descriptions, shard names, per-stage configs, code fingerprints.
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+from stages.common.datasets import load_dataset_config
+from stages.common.shards import shard_names
+
+
+wildcard_constraints:
+    ds="|".join(config["datasets"]),
+    shard=r"\d{3}-of-\d{3}",
+
+
+def canonical(obj):
+    """Sorted-key JSON: reordering keys in config.yaml must not rerun anything."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def deep_merge(base, override):
+    merged = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dataset_entry(ds):
+    return config["datasets"][ds]
+
+
+def dataset_description_file(wildcards):
+    return dataset_entry(wildcards.ds)["description"]
+
+
+def dataset_overrides(ds):
+    """Top-level keys of the dataset description that config.yaml replaces (e.g. a local root)."""
+    entry = dataset_entry(ds)
+    return {key: entry[key] for key in ("root", "shards") if key in entry}
+
+
+@functools.cache
+def dataset(ds):
+    return load_dataset_config(dataset_entry(ds)["description"], dataset_overrides(ds))
+
+
+def dataset_shards(ds):
+    return shard_names(dataset(ds).shards)
+
+
+def index_list_files(wildcards):
+    ds = dataset(wildcards.ds)
+    if ds.kind != "lists":
+        return []
+    root = Path(ds.root)
+    return sorted({str(root / f) for lists in ds.folds.values() for f in (lists.train, lists.test)})
+
+
+def index_overrides_json(wildcards):
+    return canonical(dataset_overrides(wildcards.ds))
+
+
+def stage_config(stage):
+    """Params function: the stage's config section merged with the dataset's overrides, as canonical JSON."""
+
+    def for_dataset(wildcards):
+        return canonical(deep_merge(config[stage], dataset_entry(wildcards.ds).get(stage)))
+
+    return for_dataset
+
+
+@functools.cache
+def code_fingerprint(*packages):
+    """sha256 over the stage packages' sources and stages/common: a code change reruns that stage."""
+    digest = hashlib.sha256()
+    for package in sorted({*packages, "common"}):
+        for path in sorted(Path(workflow.basedir, "stages", package).rglob("*.py")):
+            digest.update(path.relative_to(workflow.basedir).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def shard_outputs(ds, stage):
+    return [f"results/{ds}/{stage}/{shard}.parquet" for shard in dataset_shards(ds)]
+
+
+def demo_final_outputs():
+    return shard_outputs("demo", "faces")
+
+
+def report_final_outputs(paths):
+    print("\nDone. Outputs:")
+    for path in paths:
+        print(f"  {path}")

@@ -1,0 +1,20 @@
+# Frame sampling per shard: 16 segment centres + K training candidates per segment, face-cropped JPEGs.
+
+
+rule frames:
+    input:
+        "results/{ds}/index.parquet",
+    output:
+        "results/{ds}/frames/{shard}.parquet",
+    params:
+        cfg=stage_config("frames"),
+        code=code_fingerprint("frames"),
+    log:
+        "logs/{ds}/frames/{shard}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "python -m stages.frames --index {input} --shard {wildcards.shard} --config-json {params.cfg:q}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,22 @@
+# Clip index: annotation lists (or a video folder) -> usable clips with frame counts recounted from disk.
+
+
+rule index:
+    input:
+        description=dataset_description_file,
+        lists=index_list_files,
+    output:
+        index="results/{ds}/index.parquet",
+        dropped="results/{ds}/index_dropped.csv",
+    params:
+        overrides=index_overrides_json,
+        code=code_fingerprint("index"),
+    log:
+        "logs/{ds}/index.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "python -m stages.index --dataset-config {input.description} --overrides-json {params.overrides:q}"
+        " --out {output.index} --dropped {output.dropped} > {log} 2>&1"

@@ -1,0 +1,77 @@
+"""Atomic file output and Parquet read/write with schema checks.
+
+Every stage writes through these helpers so that an interrupted job never leaves a half-written
+file behind: data goes to a temporary file in the destination folder, then ``os.replace`` renames it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stages.common.errors import StageError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_parquet(table: pa.Table, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
+    """Write ``table`` (cast to ``schema`` when given) atomically with zstd compression."""
+    if schema is not None:
+        table = table.select(schema.names).cast(schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_parquet(path: str | os.PathLike, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file; when ``schema`` is given, fail clearly if the file does not carry its columns."""
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: file not found. Run the stage that produces it first (snakemake builds it for you).")
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise StageError(f"{path}: not a readable Parquet file ({err}). Delete it and rerun the stage that makes it.") from err
+    if schema is not None:
+        wanted = [f for f in schema if columns is None or f.name in columns]
+        missing = [f.name for f in wanted if f.name not in table.column_names]
+        if missing:
+            raise StageError(
+                f"{path}: missing columns {missing}; it was written by an older version of the pipeline. "
+                "Delete it and rerun the stage that makes it."
+            )
+        table = table.select([f.name for f in wanted]).cast(pa.schema(wanted))
+    return table
+
+
+def canonical_json(obj) -> str:
+    """JSON with sorted keys and no whitespace: equal configs give equal strings whatever their key order."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

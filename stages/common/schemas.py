@@ -1,0 +1,62 @@
+"""Arrow schemas of the pipeline's Parquet artefacts, defined once.
+
+Per-clip artefacts hold one row per clip with list columns aligned on ``frame_indices`` (the
+distinct source frames kept for that clip, ascending). Sampling plans (``test_indices`` and
+``train_candidates``) hold source frame numbers, which are looked up in ``frame_indices``.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+NUM_LANDMARKS = 68
+
+SPLIT_TYPE = pa.struct([("fold", pa.string()), ("split", pa.string())])
+
+# results/{ds}/index.parquet: one row per usable clip.
+INDEX_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),  # e.g. "dfew-00001": never a bare number, so spreadsheets keep it as text
+        ("source", pa.string()),  # frame folder or video file
+        ("source_kind", pa.string()),  # "frames" | "video"
+        ("n_frames", pa.int32()),  # recounted from disk
+        ("label", pa.int16()),  # 0-based, dataset's class order
+        ("class_name", pa.string()),
+        ("splits", pa.list_(SPLIT_TYPE)),  # e.g. [{fold1, test}, {fold2, train}, ...]
+    ]
+)
+
+# results/{ds}/index_dropped.csv columns (human-readable report of unusable clips).
+DROPPED_COLUMNS = ["file", "line", "path", "reason"]
+
+# results/{ds}/frames/{shard}.parquet
+FRAMES_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("source", pa.string()),
+        ("source_kind", pa.string()),
+        ("n_frames", pa.int32()),
+        ("label", pa.int16()),
+        ("test_indices", pa.list_(pa.int32())),  # num_segments source frame numbers (centre of each segment)
+        ("train_candidates", pa.list_(pa.int32())),  # num_segments * K, segment-major
+        ("frame_indices", pa.list_(pa.int32())),  # distinct decoded source frames, ascending
+        ("jpeg", pa.list_(pa.binary())),  # aligned with frame_indices
+        ("crop_box", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1 in source pixels; null = whole frame
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+    ]
+)
+
+# results/{ds}/faces/{shard}.parquet
+FACE_STATUS = ("detected", "filled", "missing")
+FACES_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("frame_indices", pa.list_(pa.int32())),  # same order as the frames shard
+        ("landmarks", pa.list_(pa.list_(pa.float32(), NUM_LANDMARKS * 2))),  # x0,y0,x1,y1,... in stored-frame pixels
+        ("parsing_png", pa.list_(pa.binary())),  # 8-bit PNG of class ids 0..10 (FaceXFormer order)
+        ("det_score", pa.list_(pa.float32())),
+        ("face_status", pa.list_(pa.string())),  # one of FACE_STATUS per frame
+        ("backend", pa.string()),
+        ("clip_flag", pa.string()),  # "" = usable, "no_face" = no frame of the clip had a face
+    ]
+)

@@ -1,0 +1,26 @@
+"""Stable assignment of clips to shards, so a cluster runs per-clip stages in parallel."""
+from __future__ import annotations
+
+import re
+import zlib
+
+_SHARD_NAME = re.compile(r"^(\d+)-of-(\d+)$")
+
+
+def shard_names(count: int) -> list[str]:
+    return [f"{i:03d}-of-{count:03d}" for i in range(count)]
+
+
+def parse_shard(name: str) -> tuple[int, int]:
+    match = _SHARD_NAME.match(name)
+    if not match:
+        raise ValueError(f"shard name {name!r} is not of the form 003-of-016")
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 0 <= index < count:
+        raise ValueError(f"shard name {name!r}: index out of range")
+    return index, count
+
+
+def shard_of(clip_id: str, count: int) -> int:
+    """crc32 of the id: adding clips to a dataset does not move the others to new shards."""
+    return zlib.crc32(clip_id.encode("utf-8")) % count
