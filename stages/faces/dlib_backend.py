@@ -30,7 +30,6 @@ class DlibBackend:
             faces = detect_faces(padded, self.upsample + 1)
         if not faces:
             return FrameFaces(None, None, 0.0)
-        # The frames are crops around one subject: take the largest face, not a sharper background face.
-        best = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        best = faces[0]  # highest detector score (the largest box can be a false hit on clothing)
         landmarks = landmarks_68(padded, best.box) - np.array([px, py], dtype=np.float32)
         return FrameFaces(landmarks, parsing_from_landmarks(landmarks, height, width), best.score)

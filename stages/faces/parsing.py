@@ -17,7 +17,7 @@ CLASS_NAMES = ("background", "skin", "r_brow", "l_brow", "r_eye", "l_eye", "nose
 _SHIFT = 4  # sub-pixel vertex precision of cv2.fillPoly: coordinates in 1/16 px
 
 # Proportions relative to the brow-to-chin distance (forehead, hair) or to the eye / nose width.
-FOREHEAD = 0.45  # forehead height above the brows
+FOREHEAD = 0.35  # forehead height above the brows
 HAIR_SCALE = 0.25  # hair cap: upper face outline scaled by 1 + this about the nose bridge
 BROW_THICKNESS = 0.3  # of the mean eye width
 MIN_MOUTH_GAP = 1.0  # px between inner lips below which the mouth counts as closed (no class 8)

@@ -57,11 +57,12 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _check_count(source, count: int, indices: Sequence[int], n_frames: int | None) -> None:
+    advice = "If the clip changed, rerun the index stage; if it is damaged, re-extract it or remove it from the annotation list."
     if n_frames is not None and count != n_frames:
-        raise StageError(f"{source}: has {count} frames but the index says {n_frames}. Rerun the index stage.")
+        raise StageError(f"{source}: has {count} readable frames but the index says {n_frames}. {advice}")
     bad = [i for i in indices if not 0 <= i < count]
     if bad:
-        raise StageError(f"{source}: has {count} frames, frame {bad[0]} was asked for. Rerun the index stage.")
+        raise StageError(f"{source}: has {count} readable frames, frame {bad[0]} was asked for. {advice}")
 
 
 def _open_video(path):

@@ -1,0 +1,158 @@
+"""Frames stage: for each clip of one shard, decode the sampled frames, face-crop, resize, store JPEGs.
+
+Input ``results/{ds}/index.parquet`` (INDEX_SCHEMA); output ``results/{ds}/frames/{shard}.parquet``
+(FRAMES_SCHEMA). Per clip we keep the test indices (centre of each segment), ``K`` training
+candidates per segment, and the JPEG of every distinct frame among them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Sequence
+
+import cv2
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from stages.common.errors import StageError
+from stages.common.face_detect import detect_faces
+from stages.common.io import read_parquet, write_parquet
+from stages.common.schemas import FRAMES_SCHEMA, INDEX_SCHEMA
+from stages.common.shards import parse_shard, shard_of
+from stages.frames import sampling
+from stages.frames.decode import read_frames
+
+DEFAULTS = {
+    "num_segments": 16,
+    "candidates_per_segment": 3,
+    "size": 224,
+    "jpeg_quality": 90,
+    "face_crop": {"enabled": False, "margin": 0.25, "upsample": 1},
+    "max_failed_fraction": 0.05,
+}
+
+
+def load_config(cfg: dict) -> dict:
+    """``cfg`` over DEFAULTS (one level deep for ``face_crop``); unknown keys are an error, not a silent no-op."""
+    def merge(defaults: dict, given: dict, where: str) -> dict:
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise StageError(f"frames config{where}: unknown keys {unknown}; known keys are {sorted(defaults)}.")
+        return {k: merge(v, given.get(k) or {}, f".{k}") if isinstance(v, dict) else given.get(k, v) for k, v in defaults.items()}
+
+    out = merge(DEFAULTS, cfg, "")
+    if out["num_segments"] < 1 or out["candidates_per_segment"] < 1 or out["size"] < 1:
+        raise StageError("frames config: num_segments, candidates_per_segment and size must be >= 1.")
+    if not 0 <= out["max_failed_fraction"] <= 1:
+        raise StageError("frames config: max_failed_fraction must lie in [0, 1].")
+    return out
+
+
+def square_box(box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """Grow ``box`` by ``margin`` of its size on each side, make it square, and shift it inside the image.
+
+    A square larger than the image's short side shrinks to that side, so the crop is always square.
+    """
+    x0, y0, x1, y1 = box
+    side = int(min(max(x1 - x0, y1 - y0) * (1 + 2 * margin), width, height))
+    left = int(round(min(max((x0 + x1 - side) / 2, 0), width - side)))
+    top = int(round(min(max((y0 + y1 - side) / 2, 0), height - side)))
+    return left, top, left + side, top + side
+
+
+def find_face_box(frames: Sequence[np.ndarray], margin: float, upsample: int):
+    """One square crop box for the whole clip, from the best face of the middle frame (or, failing
+    that, of the frames at 1/4, 3/4, start and end); None when no tried frame has a face."""
+    n = len(frames)
+    for i in dict.fromkeys([n // 2, n // 4, (3 * n) // 4, 0, n - 1]):
+        for up in (upsample, upsample + 1):
+            faces = detect_faces(frames[i], up)
+            if faces:
+                height, width = frames[i].shape[:2]
+                return square_box(faces[0].box, margin, width, height)
+    return None
+
+
+def encode_frame(rgb: np.ndarray, box, size: int, quality: int) -> bytes:
+    """Crop to ``box`` (None = whole frame), resize to ``size`` x ``size``, encode JPEG."""
+    if box is not None:
+        x0, y0, x1, y1 = box
+        rgb = rgb[y0:y1, x0:x1]
+    shrink = rgb.shape[0] > size or rgb.shape[1] > size
+    img = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return buf.tobytes()
+
+
+def process_clip(row: dict, cfg: dict) -> dict:
+    """One FRAMES_SCHEMA row for an INDEX_SCHEMA row; StageError when the clip cannot be read."""
+    n, segments, k = row["n_frames"], cfg["num_segments"], cfg["candidates_per_segment"]
+    test = sampling.test_indices(n, segments)
+    candidates = sampling.train_candidates(n, segments, k)
+    needed = sampling.needed_frames(n, segments, k)
+    frames = read_frames(row["source"], row["source_kind"], needed, n_frames=n)
+    box = None
+    face = cfg["face_crop"]
+    if face["enabled"]:
+        box = find_face_box(frames, face["margin"], face["upsample"])
+        if box is None:
+            warnings.warn(f"{row['source']}: no face found in clip {row['clip_id']}; keeping whole frames.")
+    return {
+        "clip_id": row["clip_id"],
+        "source": row["source"],
+        "source_kind": row["source_kind"],
+        "n_frames": n,
+        "label": row["label"],
+        "test_indices": test.tolist(),
+        "train_candidates": candidates.ravel().tolist(),
+        "frame_indices": needed.tolist(),
+        "jpeg": [encode_frame(f, box, cfg["size"], cfg["jpeg_quality"]) for f in frames],
+        "crop_box": None if box is None else [float(v) for v in box],
+        "width": cfg["size"],
+        "height": cfg["size"],
+    }
+
+
+def run(index_path: str, shard: str, cfg: dict, out: str) -> None:
+    cfg = load_config(cfg)
+    try:
+        shard_index, shard_count = parse_shard(shard)
+    except ValueError as err:
+        raise StageError(str(err)) from err
+    rows = [r for r in read_parquet(index_path, INDEX_SCHEMA).to_pylist() if shard_of(r["clip_id"], shard_count) == shard_index]
+    records, failed = [], []
+    for row in tqdm(rows, desc=f"frames {shard}", unit="clip", file=sys.stderr, mininterval=5):
+        try:
+            records.append(process_clip(row, cfg))
+        except StageError as err:
+            failed.append(f"{row['clip_id']} ({row['source']}): {err}")
+            tqdm.write(f"failed: {failed[-1]}", file=sys.stderr)
+    summary = f"{shard}: {len(records)} of {len(rows)} clips written, {len(failed)} failed"
+    if failed and len(failed) > cfg["max_failed_fraction"] * len(rows):
+        listed = "\n  ".join(failed[:20]) + (f"\n  ... and {len(failed) - 20} more (all printed above)" if len(failed) > 20 else "")
+        raise StageError(
+            f"{summary}, more than max_failed_fraction={cfg['max_failed_fraction']}:\n  {listed}\n"
+            "Re-extract or remove these clips from the annotation list, or raise frames.max_failed_fraction."
+        )
+    write_parquet(pa.Table.from_pylist(records, schema=FRAMES_SCHEMA), out, FRAMES_SCHEMA)
+    print(summary + "".join(f"\n  failed: {f}" for f in failed), file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.frames", description=__doc__.splitlines()[0])
+    parser.add_argument("--index", required=True, help="results/{ds}/index.parquet")
+    parser.add_argument("--shard", required=True, help="e.g. 000-of-002")
+    parser.add_argument("--config-json", default="{}", help="frames config subtree as JSON; missing keys take defaults")
+    parser.add_argument("--out", required=True, help="results/{ds}/frames/{shard}.parquet")
+    args = parser.parse_args(argv)
+    try:
+        cfg = json.loads(args.config_json)
+    except json.JSONDecodeError as err:
+        raise StageError(f"--config-json is not valid JSON ({err}).") from err
+    if not isinstance(cfg, dict):
+        raise StageError("--config-json must be a JSON object.")
+    run(args.index, args.shard, cfg, args.out)
