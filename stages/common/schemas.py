@@ -60,3 +60,43 @@ FACES_SCHEMA = pa.schema(
         ("clip_flag", pa.string()),  # "" = usable, "no_face" = no frame of the clip had a face
     ]
 )
+
+# results/{ds}/captions/raw/{shard}.parquet: one generated description per clip.
+CAPTIONS_RAW_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("caption", pa.string()),
+        ("backend", pa.string()),  # "landmark-motion" | "video-llava"
+        ("model_id", pa.string()),  # checkpoint folder name or describer version
+        ("prompt_sha", pa.string()),  # sha256 of the prompt file ("" for backends without a prompt)
+        ("label_hint", pa.string()),  # "none" | "paper": whether the prompt was given the clip's label
+        ("status", pa.string()),  # "ok" | "empty" | "no_face" | "error: ..."
+    ]
+)
+
+REMOVED_SPAN_TYPE = pa.struct([("text", pa.string()), ("reason", pa.string())])
+
+# results/{ds}/captions/refined.parquet: refined text, what was removed and why, leakage flags.
+REFINED_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("caption_raw", pa.string()),
+        ("caption_refined", pa.string()),
+        ("removed", pa.list_(REMOVED_SPAN_TYPE)),
+        ("flags", pa.list_(pa.string())),  # e.g. "lexicon:smile", "over_77_tokens", "empty", "counterfactual"
+        ("leakage_score", pa.float32()),  # 0 = no evidence of label leakage, 1 = strong
+        ("n_tokens", pa.int32()),  # CLIP BPE tokens incl. start/end
+        ("label_hint", pa.string()),
+    ]
+)
+
+# results/{ds}/captions/approved.parquet: the captions downstream stages may use.
+APPROVED_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("caption", pa.string()),
+        ("caption_sha", pa.string()),  # of the refined caption that was reviewed
+        ("decision", pa.string()),  # "approved" | "edited" | "auto_approved" | "unreviewed" (mode off)
+        ("label_hint", pa.string()),
+    ]
+)
