@@ -34,7 +34,7 @@ class FaceBackend(Protocol):
 class FacesConfig:
     backend: str = "dlib"
     upsample: int = 1  # dlib HOG upsampling; each step doubles the image side
-    retry_below: int = 256  # frames whose shorter side is below this get a second pass with upsample + 1
+    retry_below: int = 192  # frames whose shorter side is below this get a second pass with upsample + 1
     pad: float = 0.25  # border added on every side (fraction of the side) before detection: tight crops need context
 
     @classmethod

@@ -83,7 +83,7 @@ def analyse_clip(
             face = FrameFaces(np.zeros((NUM_LANDMARKS, 2), np.float32), np.zeros((h, w), np.uint8), 0.0)
         landmarks.append(np.asarray(face.landmarks, np.float32).reshape(-1).tolist())
         parsing_png.append(encode_parsing(face.parsing))
-        scores.append(float(face.score) if status[i] == "detected" else 0.0)
+        scores.append(float(face.score))
     return {
         "clip_id": clip_id,
         "frame_indices": [int(i) for i in frame_indices],

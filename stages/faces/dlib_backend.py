@@ -12,7 +12,7 @@ from stages.faces.parsing import parsing_from_landmarks
 class DlibBackend:
     name = "dlib"
 
-    def __init__(self, upsample: int = 1, retry_below: int = 256, pad: float = 0.25):
+    def __init__(self, upsample: int = 1, retry_below: int = 192, pad: float = 0.25):
         self.upsample = upsample
         self.retry_below = retry_below
         self.pad = pad
