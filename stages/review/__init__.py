@@ -1,0 +1,1 @@
+"""Review gate: refined captions -> review sheet (CSV) -> human decisions -> approved captions."""
