@@ -1,7 +1,9 @@
 """What counts as a frame file or a video, in which order frames come, and how many a source has."""
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from pathlib import Path
 
 from stages.common.errors import StageError
@@ -17,13 +19,21 @@ def numeric_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part.lower() for part in _NUMBER.split(name))
 
 
-def list_frame_files(folder: str | Path) -> list[Path]:
-    """Image files of a frame folder in temporal (numeric) order; other files are ignored."""
+def list_frame_files(folder: str | Path) -> list[str]:
+    """Image files of a frame folder in temporal (numeric) order; non-image entries are ignored with a warning."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise StageError(f"{folder}: frame folder not found. Check the dataset root and the annotation list.")
-    images = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(images, key=lambda p: numeric_key(p.name))
+        raise StageError(f"{folder}: frame folder not found. Fix the path in the annotation list or remove the clip.")
+    images, ignored = [], []
+    with os.scandir(folder) as entries:  # scandir: no stat call per file, which matters for 1000-frame folders
+        for entry in entries:
+            is_image = os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
+            (images if is_image else ignored).append(entry)
+    if ignored:
+        warnings.warn(f"{folder}: ignoring {len(ignored)} non-image entries ({', '.join(sorted(e.name for e in ignored)[:5])})")
+    if not images:
+        raise StageError(f"{folder}: no image files. Re-extract the frames or remove the clip from the annotation list.")
+    return [e.path for e in sorted(images, key=lambda e: numeric_key(e.name))]
 
 
 def source_kind(path: str | Path) -> str:

@@ -71,6 +71,8 @@ CAPTIONS_RAW_SCHEMA = pa.schema(
         ("prompt_sha", pa.string()),  # sha256 of the prompt file ("" for backends without a prompt)
         ("label_hint", pa.string()),  # "none" | "paper": whether the prompt was given the clip's label
         ("status", pa.string()),  # "ok" | "empty" | "no_face" | "error: ..."
+        # label_hint "paper" only: the same clip captioned with another label ("" when not sampled).
+        ("counterfactual_caption", pa.string()),
     ]
 )
 

@@ -9,48 +9,19 @@ reference the tests and the benchmark compare against.
 from __future__ import annotations
 
 import bisect
-import re
-import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import av
 import cv2
 import numpy as np
 
 from stages.common.errors import StageError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-_NUMBER = re.compile(r"\d+")
+from stages.common.media import list_frame_files
 
 
-def list_frame_files(folder: str | Path) -> list[Path]:
-    """Image files of a frame folder ordered by the last number in their names (``2.jpg`` before ``10.jpg``)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise StageError(f"{folder}: frame folder not found. Fix the path in the annotation list or remove the clip.")
-    files, ignored = [], []
-    for path in folder.iterdir():
-        (files if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES else ignored).append(path)
-    if ignored:
-        warnings.warn(f"{folder}: ignoring {len(ignored)} non-image entries ({', '.join(sorted(p.name for p in ignored)[:5])})")
-    if not files:
-        raise StageError(f"{folder}: no image files. Re-extract the frames or remove the clip from the annotation list.")
-    keyed = []
-    for path in files:
-        numbers = _NUMBER.findall(path.stem)
-        if not numbers:
-            raise StageError(f"{path}: no frame number in the file name, so frame order is unknown. Rename the frames (e.g. 000001.jpg).")
-        keyed.append((int(numbers[-1]), path))
-    keyed.sort()
-    for (a, pa), (b, pb) in zip(keyed, keyed[1:]):
-        if a == b:
-            raise StageError(f"{folder}: {pa.name} and {pb.name} have the same frame number {a}. Remove the duplicates or re-extract.")
-    return [path for _, path in keyed]
-
-
-def _read_image(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def _read_image(path: str) -> np.ndarray:
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
         raise StageError(f"{path}: unreadable image. Re-extract the frames or remove the clip from the annotation list.")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -75,6 +46,9 @@ def _open_video(path):
     if not container.streams.video:
         container.close()
         raise StageError(f"{path}: no video stream. Remove the clip from the annotation list.")
+    # One thread per clip: shards already run in parallel, and FFmpeg's thread pools were slower
+    # and erratic on busy cores (benchmarks/frames.py).
+    container.streams.video[0].codec_context.thread_count = 1
     return container
 
 
@@ -83,7 +57,7 @@ def _bad_video(path, err) -> StageError:
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+    return frame.reformat(format="rgb24", threads=1).to_ndarray()
 
 
 def _read_video(path, indices: Sequence[int], n_frames: int | None) -> dict[int, np.ndarray]:
@@ -105,23 +79,31 @@ def _read_video(path, indices: Sequence[int], n_frames: int | None) -> dict[int,
                 k = bisect.bisect_right(keys, target)
                 key = keys[k - 1] if k else pts[0]
                 if frames is None or position < key:  # seeking skips the frames up to the keyframe
-                    container.seek(key, stream=stream, backward=True)
-                    frames = container.decode(stream)
+                    frames = _decode_from(container, stream, key, wanted)
                 for frame in frames:
                     position = frame.pts
                     if position in wanted:
                         out[wanted[position]] = _rgb(frame)
                     if position >= target:
                         break
-                if wanted[target] not in out:
-                    raise StageError(f"{path}: frame {wanted[target]} could not be decoded. Re-encode the video or remove the clip.")
+                if wanted[target] not in out:  # timestamps the seek could not follow: decode from the start
+                    return _read_video_all(container, path, indices)
             return out
     except av.FFmpegError as err:
         raise _bad_video(path, err) from err
 
 
+def _decode_from(container, stream, key: int, wanted) -> Iterator[av.VideoFrame]:
+    """Frames from keyframe ``key`` on; unwanted frames that no other frame references are not decoded."""
+    container.seek(key, stream=stream, backward=True)
+    for packet in container.demux(stream):
+        stream.codec_context.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
+        yield from packet.decode()
+
+
 def _read_video_all(container, path, indices: Sequence[int]) -> dict[int, np.ndarray]:
     container.seek(0)
+    container.streams.video[0].codec_context.skip_frame = "DEFAULT"
     wanted = set(indices)
     out = {i: _rgb(f) for i, f in enumerate(container.decode(video=0)) if i in wanted}
     missing = wanted - out.keys()

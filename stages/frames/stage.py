@@ -37,11 +37,13 @@ DEFAULTS = {
 
 def load_config(cfg: dict) -> dict:
     """``cfg`` over DEFAULTS (one level deep for ``face_crop``); unknown keys are an error, not a silent no-op."""
-    def merge(defaults: dict, given: dict, where: str) -> dict:
+    def merge(defaults: dict, given, where: str) -> dict:
+        if not isinstance(given, dict):
+            raise StageError(f"frames config{where} must be a mapping with keys {sorted(defaults)}, got {given!r}.")
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise StageError(f"frames config{where}: unknown keys {unknown}; known keys are {sorted(defaults)}.")
-        return {k: merge(v, given.get(k) or {}, f".{k}") if isinstance(v, dict) else given.get(k, v) for k, v in defaults.items()}
+        return {k: merge(v, given.get(k, {}), f".{k}") if isinstance(v, dict) else given.get(k, v) for k, v in defaults.items()}
 
     out = merge(DEFAULTS, cfg, "")
     if out["num_segments"] < 1 or out["candidates_per_segment"] < 1 or out["size"] < 1:
@@ -83,14 +85,14 @@ def encode_frame(rgb: np.ndarray, box, size: int, quality: int) -> bytes:
         rgb = rgb[y0:y1, x0:x1]
     shrink = rgb.shape[0] > size or rgb.shape[1] > size
     img = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    assert ok
-    return buf.tobytes()
+    return cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
 
 
 def process_clip(row: dict, cfg: dict) -> dict:
     """One FRAMES_SCHEMA row for an INDEX_SCHEMA row; StageError when the clip cannot be read."""
     n, segments, k = row["n_frames"], cfg["num_segments"], cfg["candidates_per_segment"]
+    if n < 1:
+        raise StageError(f"{row['source']}: the index says it has {n} frames. Rerun the index stage.")
     test = sampling.test_indices(n, segments)
     candidates = sampling.train_candidates(n, segments, k)
     needed = sampling.needed_frames(n, segments, k)
@@ -123,17 +125,20 @@ def run(index_path: str, shard: str, cfg: dict, out: str) -> None:
         shard_index, shard_count = parse_shard(shard)
     except ValueError as err:
         raise StageError(str(err)) from err
-    rows = [r for r in read_parquet(index_path, INDEX_SCHEMA).to_pylist() if shard_of(r["clip_id"], shard_count) == shard_index]
+    index = read_parquet(index_path, INDEX_SCHEMA).to_pylist()
+    rows = [r for r in index if shard_of(r["clip_id"], shard_count) == shard_index]
     records, failed = [], []
     for row in tqdm(rows, desc=f"frames {shard}", unit="clip", file=sys.stderr, mininterval=5):
         try:
             records.append(process_clip(row, cfg))
         except StageError as err:
-            failed.append(f"{row['clip_id']} ({row['source']}): {err}")
+            failed.append(f"{row['clip_id']}: {err}")  # the message names the file
             tqdm.write(f"failed: {failed[-1]}", file=sys.stderr)
     summary = f"{shard}: {len(records)} of {len(rows)} clips written, {len(failed)} failed"
     if failed and len(failed) > cfg["max_failed_fraction"] * len(rows):
-        listed = "\n  ".join(failed[:20]) + (f"\n  ... and {len(failed) - 20} more (all printed above)" if len(failed) > 20 else "")
+        listed = "\n  ".join(failed[:20])
+        if len(failed) > 20:
+            listed += f"\n  ... and {len(failed) - 20} more (all printed above)"
         raise StageError(
             f"{summary}, more than max_failed_fraction={cfg['max_failed_fraction']}:\n  {listed}\n"
             "Re-extract or remove these clips from the annotation list, or raise frames.max_failed_fraction."
@@ -153,6 +158,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         cfg = json.loads(args.config_json)
     except json.JSONDecodeError as err:
         raise StageError(f"--config-json is not valid JSON ({err}).") from err
-    if not isinstance(cfg, dict):
-        raise StageError("--config-json must be a JSON object.")
     run(args.index, args.shard, cfg, args.out)

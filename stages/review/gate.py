@@ -11,7 +11,7 @@ import pyarrow as pa
 from stages.common.errors import StageError
 from stages.common.io import read_parquet
 from stages.common.schemas import APPROVED_SCHEMA, REFINED_SCHEMA
-from stages.review.sheet import STATUSES, clean_sha, clean_status, caption_sha, normalise_caption, read_sheet
+from stages.review.sheet import STATUSES, caption_sha, clean_sha, clean_status, needs_review, normalise_caption, read_sheet
 
 MODES = ("required", "auto_approve_unflagged", "off")
 NEXT_STEP = ("Open it, set status to approved, rejected or edited (with edited_caption), save as CSV, "
@@ -127,7 +127,7 @@ def apply(refined: pa.Table, sheet_path: str | os.PathLike | None, mode: str, ge
         status, edited = decisions.get(clip_id, ("pending", ""))
         if mode == "off":
             decision = "unreviewed"
-        elif status == "pending" and mode == "auto_approve_unflagged" and not row["flags"]:
+        elif status == "pending" and mode == "auto_approve_unflagged" and not needs_review(row["flags"]):
             decision = "auto_approved"
         else:
             decision = status
@@ -170,12 +170,12 @@ def status(ds: str, results: str = "results", review_dir: str = "config/review")
     decisions = sheet_decisions(sheet, {r["clip_id"]: caption_sha(r["caption_refined"]) for r in rows}, str(generated))
     counts = dict.fromkeys(STATUSES, 0)
     pending = []
-    for row in sorted(rows, key=lambda r: (not r["flags"], r["clip_id"])):
+    for row in sorted(rows, key=lambda r: (not needs_review(r["flags"]), r["clip_id"])):
         state = decisions.get(row["clip_id"], ("pending", ""))[0]
         counts[state] += 1
         if state == "pending":
             pending.append(row)
-    flagged = sum(1 for row in pending if row["flags"])
+    flagged = sum(1 for row in pending if needs_review(row["flags"]))
     lines = [f"{ds}: {len(rows)} captions in {sheet}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
              f"{flagged} of the pending rows are flagged (auto_approve_unflagged leaves them out)."]
     if pending:

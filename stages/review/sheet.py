@@ -32,6 +32,14 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "'")  # \n: the CSV read
 _NUMBER_LIKE = re.compile(r"\d+(?:e\d+)?")  # hex hashes a spreadsheet would turn into a number, e.g. 0123 or 12e45
 
 
+
+INFO_FLAG_PREFIX = "info:"
+
+
+def needs_review(flags) -> bool:
+    """True when a caption carries a flag that asks for a human decision (``info:`` flags only inform)."""
+    return any(not flag.startswith(INFO_FLAG_PREFIX) for flag in flags or [])
+
 def normalise_caption(text: str | None) -> str:
     """NFC-normalised text with runs of whitespace (CRLF, tabs, double spaces) collapsed to one space."""
     return " ".join(unicodedata.normalize("NFC", text or "").split())
@@ -137,5 +145,5 @@ def export(refined: pa.Table, index: pa.Table, previous: pd.DataFrame | None = N
             row["edited_caption"] = old["edited_caption"]
         rows.append(row)
     sheet = pd.DataFrame(rows, columns=SHEET_COLUMNS, dtype=object)
-    sheet["_unflagged"] = sheet["flags"] == ""
+    sheet["_unflagged"] = [not needs_review(cell.split()) for cell in sheet["flags"]]
     return sheet.sort_values(["_unflagged", "clip_id"], kind="stable").drop(columns="_unflagged").reset_index(drop=True)

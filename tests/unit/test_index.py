@@ -104,7 +104,7 @@ def test_build_index_recounts_merges_folds_and_drops_bad_clips(tmp_path):
     assert rows["dfew-00004"]["n_frames"] == 18 and rows["dfew-00004"]["source_kind"] == "video"
     assert rows["dfew-00004"]["splits"] == [{"fold": "fold1", "split": "test"}]
     reasons = {(Path(p.file).name, p.line): p.reason for p in result.problems}
-    assert "no frames" in reasons[("train.txt", 3)]
+    assert "no image files" in reasons[("train.txt", 3)]
     assert "no such file" in reasons[("train.txt", 4)]
     assert "duplicate" in reasons[("train.txt", 5)]
     assert "3 fields" in reasons[("train.txt", 6)]

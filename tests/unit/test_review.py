@@ -168,6 +168,13 @@ def test_auto_mode_approves_unflagged_and_leaves_flagged_out(tmp_path):
     assert "1 flagged captions have no decision" in summary.warnings[0] and "demo-b" in summary.warnings[0]
 
 
+def test_informational_flags_do_not_block_auto_approval():
+    captions = {"demo-a": ("A long but clean caption.", ["info:over_77_tokens"]),
+                "demo-b": ("Too long even for Long-CLIP.", ["over_248_tokens"])}
+    table, summary = apply(refined_table(captions), None, "auto_approve_unflagged")
+    assert table["clip_id"].to_pylist() == ["demo-a"] and summary.counts["pending"] == 1
+
+
 def test_auto_mode_follows_the_sheet_where_it_decides(tmp_path):
     path = exported(tmp_path, {"demo-b": {"status": "approved"}, "demo-a": {"status": "rejected"}})
     table, summary = apply(refined_table(), path, "auto_approve_unflagged")

@@ -1,0 +1,1 @@
+"""Refine stage: strip emotion words and emotion-inferring clauses from captions, flag label leakage."""

@@ -1,0 +1,319 @@
+"""Frames stage: sampling formulas (SPEC §1.3), frame ordering, seek decoding, bad inputs, shards, face crop."""
+from __future__ import annotations
+
+import json
+
+import av
+import cv2
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from stages.common.errors import StageError
+from stages.common.io import read_parquet, write_parquet
+from stages.common.schemas import FRAMES_SCHEMA, INDEX_SCHEMA
+from stages.common.shards import shard_of
+from stages.frames import decode, sampling
+from stages.frames.decode import list_frame_files, read_frames, read_frames_all
+from stages.frames.stage import find_face_box, main, square_box
+
+S = 16
+
+
+# ---------------------------------------------------------------- helpers
+
+def frame_value(i: int) -> int:
+    """Grey level that identifies synthetic frame i."""
+    return (i * 4) % 256
+
+
+def synthetic_frame(i: int, size: int = 64) -> np.ndarray:
+    """Top quarter flat at frame_value(i); below it a texture that moves with i."""
+    yy, xx = np.mgrid[:size, :size]
+    img = np.stack([(xx * 4 + i * 7) % 256, (yy * 4 + i * 13) % 256, (xx * yy + i * 5) % 256], -1)
+    img[: size // 4] = frame_value(i)
+    return img.astype(np.uint8)
+
+
+def frame_number(rgb: np.ndarray) -> int:
+    level = np.median(rgb[: rgb.shape[0] // 4])
+    return int(np.argmin([abs(level - frame_value(i)) for i in range(64)]))
+
+
+def write_video(path, n: int, size: int = 64, gop: int = 12) -> None:
+    """H.264 with B-frames and a keyframe every ``gop`` frames, so that seeking matters."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"preset": "veryfast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        for i in range(n):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(synthetic_frame(i, size), format="rgb24")))
+        container.mux(stream.encode())
+
+
+def write_folder(folder, n: int, pattern: str = "{}.jpg", size: int = 48) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / pattern.format(i + 1)), np.full((size, size, 3), frame_value(i), np.uint8))
+
+
+def write_index(path, clips) -> None:
+    """clips: (clip_id, source, kind, n_frames)."""
+    rows = [
+        dict(clip_id=c, source=str(s), source_kind=k, n_frames=n, label=0, class_name="happiness",
+             splits=[{"fold": "fold1", "split": "test"}])
+        for c, s, k, n in clips
+    ]
+    write_parquet(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path, INDEX_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_video(path, 60)
+    return path
+
+
+# ---------------------------------------------------------------- sampling (SPEC §1.3)
+
+def spec_test(n):
+    if n > S:
+        tick = n / S
+        return [int(tick / 2.0 + tick * i) for i in range(S)]
+    return [i if i < n else n - 1 for i in range(S)]
+
+
+@pytest.mark.parametrize("n", [1, 5, 11, 15, 16, 17, 28, 70, 144, 847])
+def test_test_indices_follow_spec(n):
+    assert sampling.test_indices(n, S).tolist() == spec_test(n)
+
+
+def test_test_indices_known_values():
+    assert sampling.test_indices(70).tolist() == [2, 6, 10, 15, 19, 24, 28, 32, 37, 41, 45, 50, 54, 59, 63, 67]
+    assert sampling.test_indices(5).tolist() == [0, 1, 2, 3, 4] + [4] * 11
+    assert sampling.test_indices(16).tolist() == list(range(16))
+
+
+@pytest.mark.parametrize("n", [5, 11, 16, 17, 32, 47, 70, 144, 847])
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_train_candidates_lie_in_their_segments(n, k):
+    cand = sampling.train_candidates(n, S, k)
+    assert cand.shape == (S, k)
+    if n < S:
+        assert (cand == np.array(spec_test(n))[:, None]).all()
+        return
+    avg = n // S
+    for i, row in enumerate(cand):
+        assert ((i * avg <= row) & (row <= i * avg + avg - 1)).all()
+        distinct = set(row.tolist())
+        assert len(distinct) == min(k, avg)  # distinct when the segment allows, and then covering it
+    draw = sampling.draw_train_indices(cand, np.random.default_rng(0))
+    assert draw.shape == (S,) and all(d in row for d, row in zip(draw, cand))
+
+
+def test_draw_equals_tsn_when_k_covers_the_segment():
+    n, k = 40, 3  # avg = 2 <= k: every frame of each segment is a candidate, drawn uniformly
+    cand = sampling.train_candidates(n, S, k)
+    rng = np.random.default_rng(0)
+    offsets = np.array([sampling.draw_train_indices(cand, rng) - np.arange(S) * 2 for _ in range(2000)])
+    assert set(np.unique(offsets)) == {0, 1}
+    assert abs(offsets.mean() - 0.5) < 0.03
+
+
+def test_needed_frames_is_sorted_union():
+    for n in (5, 16, 70, 847):
+        need = sampling.needed_frames(n, S, 3)
+        expected = set(sampling.test_indices(n, S)) | set(sampling.train_candidates(n, S, 3).ravel())
+        assert need.tolist() == sorted(expected)
+
+
+# ---------------------------------------------------------------- frame folders
+
+@pytest.mark.parametrize("pattern", ["{}.jpg", "frame_{:05d}.JPG"])
+def test_folder_numeric_order_ignores_non_images(tmp_path, pattern):
+    write_folder(tmp_path, 12, pattern)
+    (tmp_path / "notes.txt").write_text("not a frame")
+    with pytest.warns(UserWarning, match="notes.txt"):
+        files = list_frame_files(tmp_path)
+    assert files == [str(tmp_path / pattern.format(i)) for i in range(1, 13)]
+    with pytest.warns(UserWarning):
+        frames = read_frames(tmp_path, "frames", [11, 1, 9, 1], n_frames=12)
+    assert [frame_number(f) for f in frames] == [11, 1, 9, 1]
+
+
+def test_folder_listing_skips_other_files_and_subfolders(tmp_path):
+    write_folder(tmp_path, 11, "img_{}.png")
+    for name in ("notes.txt", "Thumbs.db", "scan.tif"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub.jpg").mkdir()
+    with pytest.warns(UserWarning, match="ignoring 4 non-image"):
+        files = list_frame_files(tmp_path)
+    assert files == [str(tmp_path / f"img_{i}.png") for i in range(1, 12)]
+
+
+def test_folder_count_must_match_index(tmp_path):
+    write_folder(tmp_path, 5)
+    with pytest.raises(StageError, match="index says 6"):
+        read_frames(tmp_path, "frames", [0], n_frames=6)
+
+
+# ---------------------------------------------------------------- video
+
+def test_video_frames_are_numbered_in_order(video):
+    frames = read_frames_all(video, "video", range(60))
+    assert [frame_number(f) for f in frames] == list(range(60))
+
+
+def test_seek_decoding_matches_decode_all(video, monkeypatch):
+    rng = np.random.default_rng(0)
+    index_sets = [[0], [59], [11, 12, 13], [59, 0, 30, 30]] + [
+        rng.choice(60, size=rng.integers(1, 30), replace=False).tolist() for _ in range(12)
+    ]
+    full = [read_frames_all(video, "video", indices) for indices in index_sets]
+    monkeypatch.setattr(decode, "_read_video_all", None)  # the seek path must not fall back here
+    for indices, expected in zip(index_sets, full):
+        seek = read_frames(video, "video", indices, n_frames=60)
+        assert all(np.array_equal(a, b) for a, b in zip(seek, expected)), indices
+
+
+def test_seek_falls_back_to_decoding_from_the_start(video, monkeypatch):
+    def lost(container, stream, key, wanted):  # a seek that loses track of the timestamps
+        stream.codec_context.skip_frame = "NONREF"
+        yield from ()
+
+    monkeypatch.setattr(decode, "_decode_from", lost)
+    indices = [3, 40, 41, 59]
+    assert [frame_number(f) for f in read_frames(video, "video", indices, n_frames=60)] == indices
+
+
+def test_video_count_must_match_index(video):
+    with pytest.raises(StageError, match="index says 61"):
+        read_frames(video, "video", [0], n_frames=61)
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.filterwarnings("ignore:.*non-image entries")
+def test_bad_inputs_name_the_path(tmp_path, video):
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(video.read_bytes()[:300])
+    text = tmp_path / "text.mp4"
+    text.write_text("this is not a video\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "Thumbs.db").write_bytes(b"\0")
+    (junk / "notes.txt").write_text("x")
+    corrupt = tmp_path / "corrupt"
+    write_folder(corrupt, 3)
+    (corrupt / "2.jpg").write_bytes(b"not a jpeg")
+    cases = [(truncated, "video"), (text, "video"), (tmp_path / "missing.mp4", "video"), (empty, "frames"),
+             (junk, "frames"), (tmp_path / "missing", "frames"), (corrupt, "frames")]
+    for path, kind in cases:
+        with pytest.raises(StageError, match=str(path)):
+            read_frames(path, kind, [0, 1])
+
+
+# ---------------------------------------------------------------- stage
+
+def run_stage(tmp_path, clips, shard="000-of-001", **cfg):
+    index = tmp_path / "index.parquet"
+    write_index(index, clips)
+    out = tmp_path / f"frames-{shard}.parquet"
+    main(["--index", str(index), "--shard", shard, "--config-json", json.dumps({"size": 32, **cfg}), "--out", str(out)])
+    return read_parquet(out, FRAMES_SCHEMA).to_pylist()
+
+
+def test_stage_writes_frames_shard(tmp_path, video):
+    write_folder(tmp_path / "long", 40)
+    write_folder(tmp_path / "short", 5)
+    clips = [("t-long", tmp_path / "long", "frames", 40), ("t-short", tmp_path / "short", "frames", 5),
+             ("t-video", video, "video", 60)]
+    rows = {r["clip_id"]: r for r in run_stage(tmp_path, clips, candidates_per_segment=2)}
+    assert set(rows) == {"t-long", "t-short", "t-video"}
+    for clip_id, _, _, n in clips:
+        row = rows[clip_id]
+        assert row["test_indices"] == spec_test(n)
+        assert row["train_candidates"] == sampling.train_candidates(n, S, 2).ravel().tolist()
+        assert row["frame_indices"] == sampling.needed_frames(n, S, 2).tolist()
+        assert len(row["jpeg"]) == len(row["frame_indices"])
+        assert row["crop_box"] is None and (row["width"], row["height"]) == (32, 32)
+        for i, data in zip(row["frame_indices"], row["jpeg"]):
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            assert img.shape == (32, 32, 3)
+            assert frame_number(img) == i
+    assert len(rows["t-short"]["frame_indices"]) == 5
+
+
+def test_stage_failures(tmp_path, capsys):
+    write_folder(tmp_path / "ok", 20)
+    clips = [("t-ok", tmp_path / "ok", "frames", 20), ("t-gone", tmp_path / "gone", "frames", 20)]
+    with pytest.raises(StageError, match=r"(?s)1 failed.*t-gone.*gone: frame folder not found"):
+        run_stage(tmp_path, clips)
+    rows = run_stage(tmp_path, clips, max_failed_fraction=0.5)
+    assert [r["clip_id"] for r in rows] == ["t-ok"]
+    assert "t-gone" in capsys.readouterr().err
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    with pytest.raises(StageError, match="unknown keys.*num_segment"):
+        run_stage(tmp_path, [], num_segment=8)
+
+
+def test_shards_partition_clips_by_shard_of(tmp_path):
+    write_folder(tmp_path / "clip", 16)
+    ids = [f"t-{i:05d}" for i in range(12)]
+    clips = [(c, tmp_path / "clip", "frames", 16) for c in ids]
+    got = {s: [r["clip_id"] for r in run_stage(tmp_path, clips, shard=f"{s:03d}-of-003")] for s in range(3)}
+    assert sorted(sum(got.values(), [])) == ids
+    for s, members in got.items():
+        assert all(shard_of(c, 3) == s for c in members)
+
+
+# ---------------------------------------------------------------- face crop
+
+# eyes to chin of the astronaut (by hand in the original photo: x 190..255, y 95..165), in canvas pixels
+FACE_CORE = (400 + 190 // 2, 40 + 95 // 2, 400 + 255 // 2, 40 + 165 // 2)
+
+
+def contains_face(box) -> bool:
+    x0, y0, x1, y1 = box
+    return x0 <= FACE_CORE[0] and y0 <= FACE_CORE[1] and x1 >= FACE_CORE[2] and y1 >= FACE_CORE[3]
+
+
+def astronaut_canvas() -> np.ndarray:
+    from skimage.data import astronaut
+
+    canvas = np.full((480, 720, 3), 90, np.uint8)
+    canvas[40:296, 400:656] = astronaut()[::2, ::2]  # face ~45 px wide: needs upsampling
+    return canvas
+
+
+def test_face_crop_box_contains_the_face(tmp_path):
+    canvas = astronaut_canvas()
+    blank = np.full_like(canvas, 90)
+    box = find_face_box([blank, blank, canvas, blank], margin=0.25, upsample=1)
+    assert box is not None
+    x0, y0, x1, y1 = box
+    assert x1 - x0 == y1 - y0 and 0 <= x0 and 0 <= y0 and x1 <= 720 and y1 <= 480
+    assert contains_face(box)
+    assert x1 - x0 < 150  # a face crop, not the whole frame
+    assert find_face_box([blank] * 3, margin=0.25, upsample=1) is None
+
+
+def test_square_box_stays_inside_the_image():
+    assert square_box((0, 10, 20, 50), 0.25, 100, 100) == (0, 0, 60, 60)
+    assert square_box((10, 10, 90, 190), 0.25, 100, 200) == (0, 50, 100, 150)
+
+
+def test_stage_face_crop(tmp_path):
+    folder = tmp_path / "face"
+    folder.mkdir()
+    for i in range(16):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(astronaut_canvas(), cv2.COLOR_RGB2BGR))
+    (row,) = run_stage(tmp_path, [("t-face", folder, "frames", 16)], face_crop={"enabled": True})
+    x0, y0, x1, y1 = row["crop_box"]
+    assert x1 - x0 == y1 - y0 and contains_face(row["crop_box"])
+    assert len(row["jpeg"]) == 16 and (row["width"], row["height"]) == (32, 32)
