@@ -16,6 +16,9 @@ include: "rules/demo.smk"
 include: "rules/index.smk"
 include: "rules/frames.smk"
 include: "rules/faces.smk"
+include: "rules/captions.smk"
+include: "rules/refine.smk"
+include: "rules/review.smk"
 
 
 rule all:

@@ -63,13 +63,66 @@ def index_overrides_json(wildcards):
     return canonical(dataset_overrides(wildcards.ds))
 
 
-def stage_config(stage):
-    """Params function: the stage's config section merged with the dataset's overrides, as canonical JSON."""
+def merged_stage_config(stage, ds):
+    return deep_merge(config[stage], dataset_entry(ds).get(stage))
+
+
+def stage_config(stage, drop=()):
+    """Params function: the stage's config section merged with the dataset's overrides, as canonical JSON.
+
+    ``drop`` removes keys that name input files: those rerun the rule through their content instead.
+    """
 
     def for_dataset(wildcards):
-        return canonical(deep_merge(config[stage], dataset_entry(wildcards.ds).get(stage)))
+        section = merged_stage_config(stage, wildcards.ds)
+        return canonical({key: value for key, value in section.items() if key not in drop})
 
     return for_dataset
+
+
+def captions_prompt(wildcards):
+    return merged_stage_config("captions", wildcards.ds)["prompt"]
+
+
+def captions_gpus(wildcards):
+    return int(merged_stage_config("captions", wildcards.ds)["backend"] == "video-llava")
+
+
+def lexicon_files(wildcards):
+    return sorted(str(p) for p in Path(merged_stage_config("refine", wildcards.ds)["lexicons"]).glob("*.txt"))
+
+
+def lexicon_dir(wildcards):
+    return merged_stage_config("refine", wildcards.ds)["lexicons"]
+
+
+def raw_caption_shards(wildcards):
+    return shard_outputs(wildcards.ds, "captions/raw")
+
+
+def review_mode(wildcards):
+    return merged_stage_config("review", wildcards.ds)["mode"]
+
+
+def human_review_sheet_path(ds):
+    return str(Path(merged_stage_config("review", ds)["sheets"]) / f"{ds}.csv")
+
+
+def human_review_sheet_target(wildcards):
+    """Where the human sheet is expected, whether or not it exists yet (named in the stage's messages)."""
+    return human_review_sheet_path(wildcards.ds)
+
+
+def human_review_sheet(wildcards):
+    """The human-owned sheet when it exists. While it does not, the stage says how to create it."""
+    path = human_review_sheet_path(wildcards.ds)
+    return [path] if Path(path).exists() else []
+
+
+def earlier_review_decisions(wildcards):
+    """For the generated sheet the human sheet only supplies earlier decisions: ancient, so an edit of
+    the human sheet reruns apply_review (which reads it) but not the export."""
+    return [ancient(path) for path in human_review_sheet(wildcards)]
 
 
 @functools.cache
@@ -88,7 +141,7 @@ def shard_outputs(ds, stage):
 
 
 def demo_final_outputs():
-    return shard_outputs("demo", "faces")
+    return ["results/demo/captions/approved.parquet"]
 
 
 def report_final_outputs(paths):

@@ -16,7 +16,7 @@ def main(argv=None) -> None:
     parser.add_argument("--faces", required=True, help="faces shard (landmark tracks)")
     parser.add_argument("--frames", required=True, help="frames shard of the same clips (source paths)")
     parser.add_argument("--index", required=True, help="dataset index (class names)")
-    parser.add_argument("--prompt", required=True, help="prompt file with a {label} slot (video-llava)")
+    parser.add_argument("--prompt", required=True, help="the backend's prompt: Video-LLaVA prompt with a {label} slot, or the landmark-motion phrasebook")
     parser.add_argument("--config-json", default="{}", help="the captions section of config.yaml")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)

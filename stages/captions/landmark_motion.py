@@ -2,19 +2,23 @@
 
 Each clip's landmarks give per-frame measures (brow height, eye opening, mouth-corner height, lip gap, jaw
 opening, head roll/yaw, ...), normalised by the inter-ocular distance so that face size does not matter.
-The onset is the clip's first valid frames, the peak the frame that moves farthest from it; the change
-from onset to peak of each measure becomes a clause. The wording describes actions only: no emotion word
+The onset is the clip's first valid frame, the peak the frame that moves farthest from it; the change
+from onset to peak of each measure becomes a clause, worded by the phrasebook in config/prompts/. The wording describes actions only: no emotion word
 and no label is ever used, so the text is valid in every fold.
 """
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import yaml
+
+from stages.common.errors import StageError
 
 BACKEND_NAME = "landmark-motion"
-MODEL_ID = "landmark-motion-v1"
+MODEL_ID = "landmark-motion-v1"  # bump when the measures change meaning
 
 # iBUG 300-W 68-point groups.
 JAW, CHIN = slice(0, 17), 8
@@ -29,6 +33,10 @@ INNER_UPPER, INNER_LOWER = 62, 66
 
 def _centre(points: np.ndarray, part: slice) -> np.ndarray:
     return points[:, part].mean(axis=1)
+
+
+MEASURES = ("brow_height", "inner_brow_height", "brow_gap", "eye_opening", "corner_height", "mouth_width",
+            "lip_gap", "upper_lip_height", "jaw_opening", "head_roll", "head_yaw")
 
 
 def measure_frames(landmarks: np.ndarray) -> dict[str, np.ndarray]:
@@ -58,95 +66,90 @@ def measure_frames(landmarks: np.ndarray) -> dict[str, np.ndarray]:
         "corner_height": (mouth_mid_y - (pts[:, MOUTH_R, 1] + pts[:, MOUTH_L, 1]) / 2) / iod,
         "mouth_width": np.linalg.norm(pts[:, MOUTH_L] - pts[:, MOUTH_R], axis=1) / iod,
         "lip_gap": np.linalg.norm(pts[:, INNER_LOWER] - pts[:, INNER_UPPER], axis=1) / iod,
-        "upper_lip_height": (pts[:, UPPER_LIP_TOP, 1] - pts[:, NOSE_TIP, 1]) / iod * -1,
+        "upper_lip_height": (pts[:, NOSE_TIP, 1] - pts[:, UPPER_LIP_TOP, 1]) / iod,
         "jaw_opening": np.linalg.norm(pts[:, CHIN] - pts[:, NOSE_TIP], axis=1) / iod,
         "head_roll": roll,
         "head_yaw": yaw,
     }
 
 
-# Change (peak minus onset) that counts as visible movement, per measure, and the phrases for each direction.
-# Head measures are in degrees (roll) or fractions of face width (yaw); the others in inter-ocular distances.
 @dataclass(frozen=True)
 class Movement:
     measure: str
-    threshold: float
+    threshold: float  # change from onset to peak that counts as visible movement
     up: tuple[str, ...]
     down: tuple[str, ...]
 
 
-MOVEMENTS = (
-    Movement("brow_height", 0.04, ("the eyebrows lift", "both brows rise", "the brows arch upward"),
-             ("the eyebrows lower", "the brows pull down", "the brows drop toward the eyes")),
-    Movement("inner_brow_height", 0.05, ("the inner corners of the brows lift", "the inner brows rise"),
-             ("the inner brows press down", "the inner ends of the brows sink")),
-    Movement("brow_gap", 0.04, ("the brows spread apart", "the space between the brows widens"),
-             ("the brows draw together", "the brows knit toward the nose bridge")),
-    Movement("eye_opening", 0.025, ("the eyes open wider", "the upper eyelids lift and the eyes widen"),
-             ("the eyes narrow", "the eyelids tighten and the eyes narrow")),
-    Movement("corner_height", 0.035, ("the mouth corners pull upward", "the lip corners rise"),
-              ("the mouth corners turn down", "the lip corners are pulled downward")),
-    Movement("mouth_width", 0.05, ("the lips stretch sideways", "the mouth widens"),
-             ("the lips purse and narrow", "the mouth narrows")),
-    Movement("lip_gap", 0.04, ("the lips part", "the lips separate"),
-             ("the lips press together", "the lips close tightly")),
-    Movement("upper_lip_height", 0.03, ("the upper lip raises toward the nose", "the upper lip lifts"),
-             ("the upper lip lengthens downward", "the upper lip lowers")),
-    Movement("jaw_opening", 0.06, ("the jaw drops", "the mouth falls open as the jaw lowers"),
-             ("the jaw clenches upward", "the jaw closes")),
-    Movement("head_roll", 4.0, ("the head tilts to one side", "the head leans sideways"),
-             ("the head tilts to the other side", "the head leans the other way")),
-    Movement("head_yaw", 0.05, ("the head turns slightly", "the head turns to one side"),
-             ("the head turns the other way", "the head turns slightly away")),
-)
+@dataclass(frozen=True)
+class Phrasebook:
+    """The describer's wording, read from ``config/prompts/landmark_motion.yaml``."""
 
-STILL_PHRASES = (
-    "the face stays mostly still, with only slight movements around the eyes and mouth",
-    "the facial features remain nearly motionless throughout the sequence",
-    "the face holds a steady, relaxed position with minimal movement",
-)
-CONNECTORS = (" while ", ", and ", " as ")
+    movements: tuple[Movement, ...]
+    still: tuple[str, ...]
+    connectors: tuple[str, ...]
+    max_clauses: int
 
 
-def onset_and_peak(measures: dict[str, np.ndarray], valid: np.ndarray) -> tuple[int, int]:
-    """Onset = first valid frame; peak = valid frame farthest from the onset over all scaled measures."""
-    frames = np.flatnonzero(valid)
-    onset = int(frames[0])
-    scaled = np.stack([(measures[m.measure] - measures[m.measure][onset]) / m.threshold for m in MOVEMENTS], axis=1)
+def load_phrasebook(path: str | Path) -> Phrasebook:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        known = set(MEASURES)
+        movements = []
+        for measure, spec in raw["movements"].items():
+            if measure not in known:
+                raise StageError(f"{path}: unknown measure '{measure}'; known measures are {sorted(known)}.")
+            movements.append(Movement(measure, float(spec["threshold"]), tuple(spec["up"]), tuple(spec["down"])))
+        return Phrasebook(tuple(movements), tuple(raw["still"]), tuple(raw["connectors"]), int(raw["max_clauses"]))
+    except FileNotFoundError as err:
+        raise StageError(f"{path}: phrasebook of the landmark-motion captioner not found (captions.prompt).") from err
+    except (KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+        raise StageError(f"{path}: malformed phrasebook ({err!r}); compare with config/prompts/landmark_motion.yaml.") from err
+
+
+def onset_and_peak(measures: dict[str, np.ndarray], valid: np.ndarray, book: Phrasebook) -> tuple[int, int]:
+    """Onset = first valid frame; peak = valid frame farthest from the onset over all threshold-scaled measures."""
+    onset = int(np.flatnonzero(valid)[0])
+    scaled = np.stack([(measures[m.measure] - measures[m.measure][onset]) / m.threshold for m in book.movements], axis=1)
     distance = np.linalg.norm(scaled, axis=1)
     distance[~valid] = -1
     return onset, int(np.argmax(distance))
 
 
-def movement_changes(landmarks: np.ndarray, valid: np.ndarray) -> dict[str, float]:
+def movement_changes(landmarks: np.ndarray, valid: np.ndarray, book: Phrasebook) -> dict[str, float]:
     """Change of every measure from the onset to the peak frame (0 for clips with no valid frame)."""
     if not valid.any():
-        return {m.measure: 0.0 for m in MOVEMENTS}
+        return {m.measure: 0.0 for m in book.movements}
     measures = measure_frames(landmarks)
-    onset, peak = onset_and_peak(measures, valid)
-    return {m.measure: float(measures[m.measure][peak] - measures[m.measure][onset]) for m in MOVEMENTS}
+    onset, peak = onset_and_peak(measures, valid, book)
+    return {m.measure: float(measures[m.measure][peak] - measures[m.measure][onset]) for m in book.movements}
 
 
-def describe_changes(changes: dict[str, float], variant: int = 0) -> str:
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."
+
+
+def describe_changes(changes: dict[str, float], book: Phrasebook, variant: int = 0) -> str:
     """Concise description of the visible movements, strongest first; ``variant`` picks among phrasings."""
     visible = sorted(
-        (abs(changes[m.measure]) / m.threshold, m) for m in MOVEMENTS if abs(changes[m.measure]) >= m.threshold
-    )[::-1]
-    # Eye opening shares the eyes with lid phrases, jaw with lip gap: keep at most five clauses for concision.
+        ((abs(changes[m.measure]) / m.threshold, i, m) for i, m in enumerate(book.movements)
+         if abs(changes[m.measure]) >= m.threshold),
+        reverse=True,
+    )
     clauses = []
-    for rank, (_, movement) in enumerate(visible[:5]):
+    for rank, (_, _, movement) in enumerate(visible[: book.max_clauses]):
         options = movement.up if changes[movement.measure] > 0 else movement.down
         clauses.append(options[(variant + rank) % len(options)])
     if not clauses:
-        return STILL_PHRASES[variant % len(STILL_PHRASES)][0].upper() + STILL_PHRASES[variant % len(STILL_PHRASES)][1:] + "."
+        return _sentence(book.still[variant % len(book.still)])
     sentences = []
     for start in range(0, len(clauses), 2):
         pair = clauses[start:start + 2]
-        sentence = CONNECTORS[(variant + start) % len(CONNECTORS)].join(pair) if len(pair) == 2 else pair[0]
-        sentences.append(sentence[0].upper() + sentence[1:] + ".")
+        connector = book.connectors[(variant + start) % len(book.connectors)]
+        sentences.append(_sentence(connector.join(pair)))
     return " ".join(sentences)
 
 
-def describe_clip(clip_id: str, landmarks: np.ndarray, valid: np.ndarray) -> str:
+def describe_clip(clip_id: str, landmarks: np.ndarray, valid: np.ndarray, book: Phrasebook) -> str:
     """Caption of one clip; the phrasing variant is derived from the clip id, so reruns are identical."""
-    return describe_changes(movement_changes(landmarks, valid), variant=zlib.crc32(clip_id.encode()))
+    return describe_changes(movement_changes(landmarks, valid, book), book, variant=zlib.crc32(clip_id.encode()))

@@ -1,7 +1,7 @@
 """Caption stage: one description of facial movements per clip of a shard, from the configured backend.
 
-``landmark-motion`` (offline default) reads only the faces shard. ``video-llava`` reads 8 frames sampled
-uniformly from the clip's original source, as the paper did, and the prompt file.
+``landmark-motion`` (offline default) reads the faces shard and its phrasebook (its "prompt"). ``video-llava``
+reads 8 frames sampled uniformly from the clip's original source, as the paper did, and the prompt file.
 """
 from __future__ import annotations
 
@@ -68,15 +68,21 @@ def landmark_tracks(row: dict) -> tuple[np.ndarray, np.ndarray]:
     return landmarks, valid
 
 
-def caption_landmark_motion(faces: pa.Table, progress: bool = True) -> list[dict]:
+def file_sha(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def caption_landmark_motion(faces: pa.Table, phrasebook_path: str, progress: bool = True) -> list[dict]:
+    """Describe each clip's landmark motion; clips without any detected face get status no_face and no text."""
+    book = landmark_motion.load_phrasebook(phrasebook_path)
+    prompt_sha = file_sha(phrasebook_path)
     rows = []
     for row in tqdm(faces.to_pylist(), desc="captions (landmark-motion)", unit="clip", disable=not progress, file=sys.stderr):
         landmarks, valid = landmark_tracks(row)
-        if row["clip_flag"] == "no_face" or not valid.any():
-            rows.append(_row(row["clip_id"], "", landmark_motion.BACKEND_NAME, landmark_motion.MODEL_ID, "", "none", "no_face"))
-            continue
-        text = landmark_motion.describe_clip(row["clip_id"], landmarks, valid)
-        rows.append(_row(row["clip_id"], text, landmark_motion.BACKEND_NAME, landmark_motion.MODEL_ID, "", "none", "ok"))
+        found = row["clip_flag"] != "no_face" and valid.any()
+        text = landmark_motion.describe_clip(row["clip_id"], landmarks, valid, book) if found else ""
+        rows.append(_row(row["clip_id"], text, landmark_motion.BACKEND_NAME, landmark_motion.MODEL_ID, prompt_sha,
+                         "none", "ok" if found else "no_face"))
     return rows
 
 
@@ -91,7 +97,7 @@ def caption_video_llava(frames: pa.Table, index: pa.Table, prompt_path: str, con
     from stages.frames.decode import read_frames
 
     template = Path(prompt_path).read_text(encoding="utf-8")
-    prompt_sha = hashlib.sha256(template.encode("utf-8")).hexdigest()[:16]
+    prompt_sha = file_sha(prompt_path)
     llava = config.video_llava
     backend = VideoLlavaBackend(llava.model_dir, template, label_hint=config.label_hint, dtype=llava.dtype,
                                 load_in_4bit=llava.load_in_4bit, max_new_tokens=llava.max_new_tokens,
@@ -141,7 +147,7 @@ def _row(clip_id, caption, backend, model_id, prompt_sha, label_hint, status, co
 
 def run(faces_path: str, frames_path: str, index_path: str, prompt_path: str, config: CaptionsConfig) -> pa.Table:
     if config.backend == "landmark-motion":
-        rows = caption_landmark_motion(read_parquet(faces_path, FACES_SCHEMA))
+        rows = caption_landmark_motion(read_parquet(faces_path, FACES_SCHEMA), prompt_path)
     else:
         rows = caption_video_llava(read_parquet(frames_path, FRAMES_SCHEMA), read_parquet(index_path, INDEX_SCHEMA),
                                    prompt_path, config)

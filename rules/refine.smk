@@ -1,0 +1,25 @@
+# Caption refinement: remove emotion words and emotion-implying clauses, flag what may still leak the label.
+
+
+rule refine:
+    input:
+        raw=raw_caption_shards,
+        index="results/{ds}/index.parquet",
+        lexicons=lexicon_files,
+    output:
+        refined="results/{ds}/captions/refined.parquet",
+        report="results/{ds}/captions/refinement_report.json",
+        report_md="results/{ds}/captions/refinement_report.md",
+    params:
+        cfg=stage_config("refine", drop=["lexicons"]),
+        lexicon_dir=lexicon_dir,
+        code=code_fingerprint("refine"),
+    log:
+        "logs/{ds}/refine.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "python -m stages.refine --raw {input.raw} --index {input.index} --lexicon-dir {params.lexicon_dir}"
+        " --config-json {params.cfg:q} --out {output.refined} --report {output.report} > {log} 2>&1"

@@ -1,0 +1,39 @@
+# Manual-review gate. The generated sheet is for people; config/review/{ds}.csv is the human-owned copy
+# (never a rule output). `python -m stages.review status {ds}` says what is pending.
+
+
+rule review_sheet:
+    localrule: True
+    input:
+        refined="results/{ds}/captions/refined.parquet",
+        index="results/{ds}/index.parquet",
+        earlier=earlier_review_decisions,
+    output:
+        "results/{ds}/review/sheet.csv",
+    params:
+        sheet=human_review_sheet_target,
+        code=code_fingerprint("review"),
+    log:
+        "logs/{ds}/review_sheet.log",
+    shell:
+        "python -m stages.review export --refined {input.refined} --index {input.index}"
+        " --previous {params.sheet:q} --out {output} > {log} 2>&1"
+
+
+rule apply_review:
+    localrule: True
+    input:
+        refined="results/{ds}/captions/refined.parquet",
+        generated="results/{ds}/review/sheet.csv",
+        sheet=human_review_sheet,
+    output:
+        "results/{ds}/captions/approved.parquet",
+    params:
+        mode=review_mode,
+        sheet=human_review_sheet_target,
+        code=code_fingerprint("review"),
+    log:
+        "logs/{ds}/apply_review.log",
+    shell:
+        "python -m stages.review apply --refined {input.refined} --sheet {params.sheet:q}"
+        " --generated {input.generated} --mode {params.mode} --out {output} > {log} 2>&1"
