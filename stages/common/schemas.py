@@ -102,3 +102,37 @@ APPROVED_SCHEMA = pa.schema(
         ("label_hint", pa.string()),
     ]
 )
+
+# results/{ds}/features/{shard}.parquet: the training cache. Training and evaluation read only this.
+FEATURES_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("label", pa.int16()),
+        ("class_name", pa.string()),
+        ("splits", pa.list_(SPLIT_TYPE)),
+        ("n_frames", pa.int32()),
+        ("test_indices", pa.list_(pa.int32())),
+        ("train_candidates", pa.list_(pa.int32())),
+        ("frame_indices", pa.list_(pa.int32())),
+        ("jpeg", pa.list_(pa.binary())),
+        ("parsing_png", pa.list_(pa.binary())),
+        ("landmarks", pa.list_(pa.list_(pa.float32(), NUM_LANDMARKS * 2))),
+        ("face_status", pa.list_(pa.string())),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("caption", pa.string()),  # approved fine-grained caption; "" when none was approved
+        ("caption_decision", pa.string()),  # approved | edited | auto_approved | unreviewed | "" (none)
+        ("label_hint", pa.string()),  # how the caption was generated ("none" | "paper" | "" without caption)
+    ]
+)
+
+# results/{ds}/{fold}/{model}/predictions.parquet: test-split predictions of the selected epoch.
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),
+        ("label", pa.int16()),
+        ("prediction", pa.int16()),
+        ("logits", pa.list_(pa.float32())),  # one per class
+        ("modality_weights", pa.list_(pa.float32())),  # FineCLIPER Eq. 9 weights in the model's modality order; [] otherwise
+    ]
+)
