@@ -19,6 +19,10 @@ include: "rules/faces.smk"
 include: "rules/captions.smk"
 include: "rules/refine.smk"
 include: "rules/review.smk"
+include: "rules/features.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/zeroshot.smk"
 
 
 rule all:

@@ -1,16 +1,20 @@
 # Helpers shared by the rules: dataset descriptions, shard names, per-stage configs, code fingerprints.
 import functools
-import hashlib
 import json
 from pathlib import Path
 
 from stages.common.datasets import load_dataset_config
+from stages.common.fingerprint import code_fingerprint as stage_code_fingerprint
 from stages.common.shards import shard_names
 
 
 wildcard_constraints:
     ds="|".join(config["datasets"]),
+    src="|".join(config["datasets"]),
+    dst="|".join(config["datasets"]),
     shard=r"\d{3}-of-\d{3}",
+    fold=r"fold\d+",
+    model="base|star|dagger|star-dagger|dfer-clip",
 
 
 def canonical(obj):
@@ -127,21 +131,80 @@ def earlier_review_decisions(wildcards):
 
 @functools.cache
 def code_fingerprint(*packages):
-    """sha256 over the stage packages' sources and stages/common: a code change reruns that stage."""
-    digest = hashlib.sha256()
-    for package in sorted({*packages, "common"}):
-        for path in sorted(Path(workflow.basedir, "stages", package).rglob("*.py")):
-            digest.update(path.relative_to(workflow.basedir).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """sha256 over the stage packages and the stages modules they import: a code change reruns that stage."""
+    return stage_code_fingerprint(workflow.basedir, packages)
 
 
 def shard_outputs(ds, stage):
     return [f"results/{ds}/{stage}/{shard}.parquet" for shard in dataset_shards(ds)]
 
 
+def feature_shards(wildcards):
+    return shard_outputs(wildcards.ds, "features")
+
+
+def train_config(wildcards):
+    """The dataset's train section with the model named by the path (results/{ds}/{fold}/{model}/...)."""
+    return canonical({**merged_stage_config("train", wildcards.ds), "model": wildcards.model})
+
+
+def zeroshot_train_config(wildcards):
+    section = merged_stage_config("train", wildcards.src)
+    return canonical({**section, "model": "dagger", "objective": "contrastive"})
+
+
+def gpus_for(ds):
+    return 0 if merged_stage_config("train", ds)["device"] == "cpu" else 1
+
+
+def train_gpus(wildcards):
+    return gpus_for(wildcards.ds)
+
+
+def zeroshot_gpus(wildcards):
+    return gpus_for(wildcards.src)
+
+
+def dfer_clip_descriptors(wildcards):
+    """DFER-CLIP's class descriptors are an input only of the model that reads them."""
+    return ["config/prompts/dfer_clip_descriptors.yaml"] if wildcards.model == "dfer-clip" else []
+
+
+def selected_model_metrics(wildcards):
+    model = merged_stage_config("train", wildcards.ds)["model"]
+    return {suffix: f"results/{wildcards.ds}/{wildcards.fold}/{model}/{suffix}" for suffix in ("metrics.json", "confusion.png")}
+
+
+def dataset_folds(ds):
+    return list(dataset(ds).folds)
+
+
+def fold_metrics(wildcards):
+    return [f"results/{wildcards.ds}/{fold}/metrics.json" for fold in dataset_folds(wildcards.ds)]
+
+
+def compared_model_metrics(wildcards):
+    return [f"results/{wildcards.ds}/{wildcards.fold}/{model}/metrics.json" for model in config["compare"]]
+
+
+def zeroshot_source_fold(wildcards):
+    return config["zeroshot"]["train_fold"]
+
+
+def zeroshot_eval_fold(wildcards):
+    return config["zeroshot"]["eval_fold"]
+
+
+def zeroshot_target_features(wildcards):
+    return shard_outputs(wildcards.dst, "features")
+
+
+def zeroshot_source_features(wildcards):
+    return shard_outputs(wildcards.src, "features")
+
+
 def demo_final_outputs():
-    return ["results/demo/captions/approved.parquet"]
+    return ["results/demo/fold1/metrics.json"]
 
 
 def report_final_outputs(paths):

@@ -1,0 +1,27 @@
+# Training one model (FineCLIPER variant or DFER-CLIP) on one fold. Interrupted runs resume from
+# results/{ds}/{fold}/{model}/checkpoints/ (not an output, so a failed job keeps it).
+
+
+rule train:
+    input:
+        features=feature_shards,
+        descriptors=dfer_clip_descriptors,
+    output:
+        model="results/{ds}/{fold}/{model}/model.pt",
+        log="results/{ds}/{fold}/{model}/train_log.csv",
+        predictions="results/{ds}/{fold}/{model}/predictions.parquet",
+        run_info="results/{ds}/{fold}/{model}/run_info.json",
+    params:
+        cfg=train_config,
+        code=code_fingerprint("train"),
+    log:
+        "logs/{ds}/{fold}/{model}/train.log",
+    threads: 2
+    resources:
+        mem_mb=32000,
+        runtime=24 * 60,
+        gpu=train_gpus,
+    shell:
+        "python -m stages.train fit --features {input.features} --fold {wildcards.fold} --dataset {wildcards.ds}"
+        " --config-json {params.cfg:q} --out-dir results/{wildcards.ds}/{wildcards.fold}/{wildcards.model}"
+        " --descriptors config/prompts/dfer_clip_descriptors.yaml > {log} 2>&1"

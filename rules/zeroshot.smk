@@ -1,0 +1,69 @@
+# Zero-shot transfer: the dagger variant trained contrastively on clips and captions of {src} (no labels),
+# then clips of {dst} classified with PN prompts of {dst}'s classes.
+
+
+rule zeroshot_train:
+    input:
+        features=zeroshot_source_features,
+    output:
+        model="results/zeroshot/{src}/model.pt",
+        log="results/zeroshot/{src}/train_log.csv",
+        predictions="results/zeroshot/{src}/predictions.parquet",
+        run_info="results/zeroshot/{src}/run_info.json",
+    params:
+        cfg=zeroshot_train_config,
+        fold=zeroshot_source_fold,
+        code=code_fingerprint("train"),
+    log:
+        "logs/zeroshot/{src}/train.log",
+    threads: 2
+    resources:
+        mem_mb=32000,
+        runtime=24 * 60,
+        gpu=zeroshot_gpus,
+    shell:
+        "python -m stages.train fit --features {input.features} --fold {params.fold} --dataset {wildcards.src}"
+        " --config-json {params.cfg:q} --out-dir results/zeroshot/{wildcards.src} > {log} 2>&1"
+
+
+rule zeroshot_predict:
+    input:
+        model="results/zeroshot/{src}/model.pt",
+        run_info="results/zeroshot/{src}/run_info.json",
+        features=zeroshot_target_features,
+    output:
+        predictions="results/zeroshot/{src}_to_{dst}/predictions.parquet",
+        run_info="results/zeroshot/{src}_to_{dst}/run_info.json",
+    params:
+        fold=zeroshot_eval_fold,
+        code=code_fingerprint("train"),
+    log:
+        "logs/zeroshot/{src}_to_{dst}/predict.log",
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=zeroshot_gpus,
+    shell:
+        "python -m stages.train predict --model-dir results/zeroshot/{wildcards.src} --features {input.features}"
+        " --fold {params.fold} --dataset {wildcards.dst} --out-dir results/zeroshot/{wildcards.src}_to_{wildcards.dst}"
+        " > {log} 2>&1"
+
+
+rule zeroshot_evaluate:
+    input:
+        predictions="results/zeroshot/{src}_to_{dst}/predictions.parquet",
+        run_info="results/zeroshot/{src}_to_{dst}/run_info.json",
+        log="results/zeroshot/{src}/train_log.csv",
+    output:
+        metrics="results/zeroshot/{src}_to_{dst}/metrics.json",
+        confusion="results/zeroshot/{src}_to_{dst}/confusion.png",
+        curves="results/zeroshot/{src}_to_{dst}/training_curves.png",
+    params:
+        code=code_fingerprint("evaluate"),
+    log:
+        "logs/zeroshot/{src}_to_{dst}/evaluate.log",
+    shell:
+        "python -m stages.evaluate fold --predictions {input.predictions} --run-info {input.run_info}"
+        " --train-log {input.log} --out-metrics {output.metrics} --out-confusion {output.confusion}"
+        " --out-curves {output.curves} > {log} 2>&1"

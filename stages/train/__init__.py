@@ -1,0 +1,1 @@
+"""Training: models, data, trainer (python -m stages.train)."""

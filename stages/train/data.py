@@ -1,0 +1,378 @@
+"""Training and evaluation data: clips from the features cache as frame, parsing and landmark tensors.
+
+Sampling (SPEC §1.3). Test mode takes each segment's centre frame (``test_indices``). Training draws one
+frame per segment among the ``K`` cached candidates (``draw_train_indices``), again every epoch, with an
+rng seeded from ``(seed, epoch, crc32(clip_id))``: the draw is deterministic given ``(seed, epoch)`` and
+does not depend on which other clips or shards are loaded, nor on the DataLoader workers.
+
+Augmentation (SPEC §1.4) is clip-consistent: one random draw per clip, applied to all T frames and to the
+parsing and landmark images of that clip, in DFER-CLIP's order:
+1. brightness factor U(1 - b, 1 + b) (frames only; applied after the geometry, which commutes with it
+   up to interpolation rounding);
+2. rotation by U(-d, d) degrees about the image centre, black fill;
+3. Inception crop as DFER-CLIP's GroupRandomSizedCrop: area U(crop_scale) of the image, aspect ratio
+   *uniform* in crop_ratio, width and height swapped with p 0.5, 10 tries, then the centred square;
+   resized to S x S;
+4. horizontal flip with p ``flip``. Parsing classes 2<->3 (brows) and 4<->5 (eyes) are swapped when the
+   clip is flipped, before colours are rendered: the flipped image shows a mirrored subject whose right
+   brow is the one on the image left, so class 2 ("right brow") keeps meaning the subject's right brow.
+   Landmark dots carry no left/right identity, so the flip is purely geometric for them.
+Test mode resizes to S x S without a crop (aspect not kept), as DFER-CLIP.
+
+Interpolation: frames and landmark images bilinear (area when shrinking both sides); parsing class maps
+nearest, so colours stay pure palette colours. Landmark images are rendered from the stored landmarks at
+the stored frame's size, then transformed exactly like the frame, so dots stay on the facial points.
+Frames whose face_status is "missing" (and every frame of a no_face clip) get black parsing and landmark
+images. Values are in [0, 1]; ``normalize: clip`` then applies OpenAI CLIP's mean/std to all modalities
+(DFER-CLIP uses no normalisation, SPEC §0.5).
+"""
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from dataclasses import dataclass, field, fields
+from typing import Mapping, Sequence
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from stages.common.errors import StageError
+from stages.common.io import read_parquet
+from stages.common.schemas import FEATURES_SCHEMA
+from stages.faces.parsing import L_BROW, L_EYE, NUM_CLASSES, R_BROW, R_EYE, decode_parsing
+from stages.faces.render import PALETTE, render_landmarks
+from stages.frames.sampling import draw_train_indices
+
+MODALITIES = frozenset({"frames", "parsing", "landmarks", "caption"})
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CROP_TRIES = 10
+
+FLIP_CLASSES = np.arange(NUM_CLASSES, dtype=np.uint8)  # class id lookup applied to flipped parsing maps
+FLIP_CLASSES[[R_BROW, L_BROW, R_EYE, L_EYE]] = [L_BROW, R_BROW, L_EYE, R_EYE]
+FLIPPED_PALETTE = PALETTE[FLIP_CLASSES]
+
+
+def _from_dict(cls, values: Mapping | None, where: str, nested: Mapping[str, type] | None = None) -> dict:
+    """Keyword arguments for ``cls`` from a config mapping; unknown keys are an error, lists become tuples."""
+    values = dict(values or {})
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise StageError(f"{where}: unknown keys {unknown}; known keys are {known}.")
+    for key, value in values.items():
+        if key in (nested or {}):
+            values[key] = nested[key].from_dict(value)
+        elif isinstance(value, list):
+            values[key] = tuple(value)
+    return values
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Clip-consistent training augmentation (SPEC §1.4). Defaults are MAFW's pipeline (crop + flip);
+    DFEW adds ``brightness: 0.5``, FERV39k ``rotation_degrees: 4``."""
+
+    brightness: float = 0.0  # factor U(max(0, 1 - b), 1 + b) as ColorJitter; 0 = off
+    rotation_degrees: float = 0.0  # angle U(-d, d); 0 = off
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # crop area as a fraction of the image
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio w / h, drawn uniformly
+    flip: float = 0.5  # horizontal flip probability
+
+    def __post_init__(self) -> None:
+        lo, hi = self.crop_scale
+        r_lo, r_hi = self.crop_ratio
+        if not (self.brightness >= 0 and self.rotation_degrees >= 0 and 0 < lo <= hi <= 1
+                and 0 < r_lo <= r_hi and 0 <= self.flip <= 1):
+            raise StageError(f"augment config out of range: {self}; need brightness >= 0, rotation_degrees >= 0, "
+                             "0 < crop_scale[0] <= crop_scale[1] <= 1, 0 < crop_ratio[0] <= crop_ratio[1], 0 <= flip <= 1.")
+
+    @classmethod
+    def from_dict(cls, values: Mapping | None) -> "AugmentConfig":
+        return cls(**_from_dict(cls, values, "train data augment config"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    image_size: int = 224
+    normalize: str = "none"  # "none" (DFER-CLIP) | "clip" (OpenAI CLIP mean/std)
+    middle_level_background: str = "black"  # "black" | "frame": parsing colours / landmark dots on black or on the frame
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_size < 1 or self.num_workers < 0:
+            raise StageError(f"train data config: image_size must be >= 1 and num_workers >= 0, got {self}.")
+        if self.normalize not in ("none", "clip"):
+            raise StageError(f"train data config: normalize must be 'none' or 'clip', got {self.normalize!r}.")
+        if self.middle_level_background not in ("black", "frame"):
+            raise StageError("train data config: middle_level_background must be 'black' or 'frame', "
+                             f"got {self.middle_level_background!r}.")
+
+    @classmethod
+    def from_dict(cls, values: Mapping | None) -> "DataConfig":
+        return cls(**_from_dict(cls, values, "train data config", {"augment": AugmentConfig}))
+
+
+# ------------------------------------------------------------------------------------------- augmentation
+
+@dataclass(frozen=True)
+class ClipAugment:
+    """One clip's random draw: brightness factor, rotation (degrees, counter-clockwise), crop box
+    ``(x, y, w, h)`` in stored-frame pixels after the rotation, and whether to flip."""
+
+    brightness: float
+    angle: float
+    box: tuple[int, int, int, int]
+    flip: bool
+
+
+def random_crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+                    rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """Inception crop ``(x, y, w, h)``: area U(scale) * H * W, aspect U(ratio), w/h swapped with p 0.5;
+    after ``CROP_TRIES`` misses, the centred square."""
+    for _ in range(CROP_TRIES):
+        area = rng.uniform(*scale) * height * width
+        aspect = rng.uniform(*ratio)
+        w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if rng.random() < 0.5:
+            w, h = h, w
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side, side
+
+
+def draw_augment(cfg: AugmentConfig, height: int, width: int, rng: np.random.Generator) -> ClipAugment:
+    brightness = rng.uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness) if cfg.brightness else 1.0
+    angle = rng.uniform(-cfg.rotation_degrees, cfg.rotation_degrees) if cfg.rotation_degrees else 0.0
+    box = random_crop_box(height, width, cfg.crop_scale, cfg.crop_ratio, rng)
+    return ClipAugment(float(brightness), float(angle), box, bool(rng.random() < cfg.flip))
+
+
+def transform(image: np.ndarray, aug: ClipAugment | None, size: int, nearest: bool = False) -> np.ndarray:
+    """(size, size[, C]) image: rotate, crop, resize, flip as ``aug`` says (None = test mode: resize only)."""
+    if aug is not None and aug.angle:
+        h, w = image.shape[:2]
+        matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), aug.angle, 1.0)
+        image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if aug is not None:
+        x, y, w, h = aug.box
+        image = image[y : y + h, x : x + w]
+    h, w = image.shape[:2]
+    if nearest:
+        interpolation = cv2.INTER_NEAREST_EXACT
+    else:
+        interpolation = cv2.INTER_AREA if h > size and w > size else cv2.INTER_LINEAR
+    image = cv2.resize(image, (size, size), interpolation=interpolation)
+    if aug is not None and aug.flip:
+        image = cv2.flip(image, 1)  # contiguous, unlike a reversed numpy view
+    return image
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+def _decode_jpeg(buffer) -> np.ndarray:
+    bgr = cv2.imdecode(np.frombuffer(buffer, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("a cached JPEG does not decode")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _to_tensor(images: Sequence[np.ndarray], order: np.ndarray) -> torch.Tensor:
+    """(T, 3, S, S) float32 in [0, 1] whose frame t is the (S, S, 3) uint8 image ``images[order[t]]``."""
+    size = images[0].shape[0]
+    planar = np.empty((len(order), 3, size, size), np.uint8)  # transposing uint8 is faster than float
+    for t, j in enumerate(order):
+        planar[t] = images[j].transpose(2, 0, 1)
+    return torch.from_numpy(planar).float().div_(255)
+
+
+def colour_parsing(classes: np.ndarray, frame: np.ndarray | None, flipped: bool) -> np.ndarray:
+    """The pixels of ``render_parsing`` (palette colours, or blended 50/50 over ``frame``), about 5x faster;
+    ``flipped`` swaps the left/right classes first."""
+    colours = np.take(FLIPPED_PALETTE if flipped else PALETTE, classes, axis=0)
+    return colours if frame is None else cv2.addWeighted(frame, 0.5, colours, 0.5, 0.0)
+
+
+class ClipDataset(Dataset):
+    """Clips of ``fold``/``split`` from features shards; items are dicts (see :meth:`__getitem__`).
+
+    Bytes stay in the Arrow tables (no per-frame Python objects); per clip only the id, label, caption and
+    test positions live as Python/numpy objects.
+    """
+
+    def __init__(self, feature_paths: Sequence[str], fold: str, split: str, config: DataConfig, train: bool,
+                 seed: int = 0, modalities: set[str] | frozenset[str] = frozenset({"frames", "caption"})):
+        unknown = set(modalities) - MODALITIES
+        if unknown:
+            raise StageError(f"unknown modalities {sorted(unknown)}; known: {sorted(MODALITIES)}.")
+        if split not in ("train", "test"):
+            raise StageError(f"split must be 'train' or 'test', got {split!r}.")
+        self.config, self.train, self.seed, self.epoch = config, train, seed, 0
+        self.modalities = frozenset(modalities)
+        self.need_frames = "frames" in self.modalities or (
+            config.middle_level_background == "frame" and bool(self.modalities & {"parsing", "landmarks"}))
+        columns = ["clip_id", "label", "splits", "test_indices", "train_candidates", "frame_indices", "width",
+                   "height", "caption"]
+        columns += ["jpeg"] * self.need_frames
+        columns += ["parsing_png"] * ("parsing" in self.modalities)
+        columns += ["landmarks"] * ("landmarks" in self.modalities)
+        columns += ["face_status"] * bool(self.modalities & {"parsing", "landmarks"})
+
+        wanted = {"fold": fold, "split": split}
+        tables = []
+        for path in feature_paths:
+            table = read_parquet(path, FEATURES_SCHEMA, columns=columns)
+            keep = [wanted in splits for splits in table.column("splits").to_pylist()]
+            tables.append(table.drop_columns(["splits"]).filter(pa.array(keep, pa.bool_())))
+        if not tables or sum(t.num_rows for t in tables) == 0:
+            raise StageError(f"no clips of {fold} {split} in {list(feature_paths)}; check the fold name and the "
+                             "dataset's fold lists.")
+        self.table = pa.concat_tables(tables)
+        self.clip_ids: list[str] = self.table.column("clip_id").to_pylist()
+        self.captions: list[str] = self.table.column("caption").to_pylist()
+        self.labels = self.table.column("label").to_numpy().astype(np.int64)
+        self.sizes = np.stack([self.table.column("height").to_numpy(), self.table.column("width").to_numpy()], 1)
+        self._crc = np.array([zlib.crc32(c.encode("utf-8")) for c in self.clip_ids], dtype=np.int64)
+
+        lengths = np.unique(pc.list_value_length(self.table.column("test_indices")).to_numpy())
+        if len(lengths) != 1:
+            raise StageError(f"features shards {list(feature_paths)} mix clips of {sorted(lengths)} segments; "
+                             "rerun the frames stage with one num_segments.")
+        self.num_segments = int(lengths[0])
+        self.test_positions = np.stack([self._positions(i, self._list(i, "test_indices")) for i in range(len(self))])
+        for i in range(len(self)):  # every training candidate must be a cached frame
+            self._positions(i, self._list(i, "train_candidates"))
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training frames and augmentation are redrawn per epoch; call before iterating a (non-persistent) loader."""
+        self.epoch = int(epoch)
+
+    def _list(self, i: int, column: str) -> np.ndarray:
+        return self.table.column(column)[i].values.to_numpy()
+
+    def _positions(self, i: int, frame_numbers: np.ndarray) -> np.ndarray:
+        """Positions in the clip's ``frame_indices`` of source frame numbers; error when one is not cached."""
+        cached = self._list(i, "frame_indices")
+        positions = np.minimum(np.searchsorted(cached, frame_numbers), len(cached) - 1)
+        if not np.array_equal(cached[positions], frame_numbers):
+            raise StageError(f"features cache: clip {self.clip_ids[i]} lacks frames "
+                             f"{sorted(set(frame_numbers.tolist()) - set(cached.tolist()))}; rerun the frames stage.")
+        return positions
+
+    def rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(self._crc[i])])
+
+    def draw(self, i: int) -> tuple[np.ndarray, ClipAugment | None]:
+        """Positions in ``frame_indices`` of the T frames to load, and the clip's augmentation (None in test mode)."""
+        if not self.train:
+            return self.test_positions[i], None
+        rng = self.rng(i)
+        candidates = self._list(i, "train_candidates").reshape(self.num_segments, -1)
+        positions = self._positions(i, draw_train_indices(candidates, rng))
+        height, width = (int(v) for v in self.sizes[i])
+        return positions, draw_augment(self.config.augment, height, width, rng)
+
+    def __getitem__(self, i: int) -> dict:
+        """``frames`` / ``parsing`` / ``landmarks`` (T, 3, S, S) float32 (those requested), ``source_frames`` (T,)
+        source frame numbers, ``caption`` str, ``label`` int, ``clip_id`` str, ``index`` int."""
+        size, modalities, column = self.config.image_size, self.modalities, self.table.column
+        positions, aug = self.draw(i)
+        unique, inverse = np.unique(positions, return_inverse=True)  # short clips repeat frames: work on each once
+        flipped = aug is not None and aug.flip
+        item: dict = {}
+        if self.need_frames:
+            jpegs = column("jpeg")[i].values
+            stored = [_decode_jpeg(jpegs[int(p)].as_buffer()) for p in unique]
+            frames = [transform(f, aug, size) for f in stored]
+            if "frames" in modalities:
+                item["frames"] = _to_tensor(frames, inverse)
+        on_frame = self.config.middle_level_background == "frame"  # maps over the frame (without brightness)
+        if modalities & {"parsing", "landmarks"}:
+            missing = pc.equal(column("face_status")[i].values, "missing").to_numpy(zero_copy_only=False)[unique]
+            blank = np.zeros((size, size, 3), np.uint8)
+        if "parsing" in modalities:
+            pngs = column("parsing_png")[i].values
+            maps = [blank if missing[k] else
+                    colour_parsing(transform(decode_parsing(pngs[int(p)].as_buffer()), aug, size, nearest=True),
+                                   frames[k] if on_frame else None, flipped)
+                    for k, p in enumerate(unique)]
+            item["parsing"] = _to_tensor(maps, inverse)
+        if "landmarks" in modalities:
+            points = column("landmarks")[i].values.flatten().to_numpy().reshape(-1, 68, 2)
+            height, width = (int(v) for v in self.sizes[i])
+            dots = [blank if missing[k] else
+                    transform(render_landmarks(points[p], height, width, stored[k] if on_frame else None), aug, size)
+                    for k, p in enumerate(unique)]
+            item["landmarks"] = _to_tensor(dots, inverse)
+
+        if aug is not None and aug.brightness != 1.0 and "frames" in item:
+            item["frames"].mul_(aug.brightness).clamp_(0, 1)
+        if self.config.normalize == "clip":
+            mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+            for key in ("frames", "parsing", "landmarks"):
+                if key in item:
+                    item[key].sub_(mean).div_(std)
+        item["source_frames"] = torch.from_numpy(self._list(i, "frame_indices")[positions].astype(np.int64))
+        item.update(caption=self.captions[i], label=int(self.labels[i]), clip_id=self.clip_ids[i], index=int(i))
+        return item
+
+
+# ------------------------------------------------------------------------------------------------- loader
+
+def collate(items: Sequence[dict]) -> dict:
+    """Tensors stacked, ints as a LongTensor, strings (caption, clip_id) kept as lists."""
+    batch = {}
+    for key, first in items[0].items():
+        values = [item[key] for item in items]
+        if isinstance(first, torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(first, int):
+            batch[key] = torch.tensor(values, dtype=torch.long)
+        else:
+            batch[key] = values
+    return batch
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation seeded by ``(seed, dataset.epoch)``: epoch e has the same order whether or not training resumed."""
+
+    def __init__(self, dataset: ClipDataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.dataset.epoch, 1]).permutation(len(self.dataset))
+        return iter(order.tolist())
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32  # base_seed (from the loader's seeded generator) + worker_id
+    np.random.seed(seed)
+    random.seed(seed)
+    cv2.setNumThreads(1)
+
+
+def make_loader(dataset: ClipDataset, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
+                num_workers: int = 0) -> DataLoader:
+    """A DataLoader with :func:`collate`; shuffling by :class:`EpochShuffle`, workers seeded from ``seed``.
+
+    Workers are not persistent, so ``dataset.set_epoch`` before each epoch reaches them.
+    """
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=EpochShuffle(dataset, seed) if shuffle else None,
+        drop_last=drop_last, num_workers=num_workers, collate_fn=collate, worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(),
+    )

@@ -1,0 +1,124 @@
+"""Frozen CLIP towers with adapter sets: the AIM video/image encoder and the adapted text encoders.
+
+One frozen tower can carry several named adapter sets that share its weights: the vision tower has a
+``video`` set (frames) and a ``face`` set (parsing and landmark images, shared as the paper says), the CLIP
+text tower a ``positive`` and a ``negative`` set (PN descriptors), the Long-CLIP text tower a ``fine`` set.
+"""
+from __future__ import annotations
+
+import torch
+from open_clip.transformer import ResidualAttentionBlock, text_global_pool
+from torch import nn
+
+from stages.train.models.adapters import BottleneckAdapter
+
+
+def _attention(block: ResidualAttentionBlock, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The block's frozen self-attention on batch-first tokens."""
+    if not block.attn.batch_first:
+        return block.attention(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
+    return block.attention(x, attn_mask=attn_mask)
+
+
+class AimBlockAdapters(nn.Module):
+    """AIM's adapters for one block: spatial (after attention, with skip), MLP-parallel, optional temporal."""
+
+    def __init__(self, width: int, ratio: float, temporal: bool):
+        super().__init__()
+        self.spatial = BottleneckAdapter(width, ratio, skip=True)
+        self.mlp = BottleneckAdapter(width, ratio, skip=False)
+        self.temporal = BottleneckAdapter(width, ratio, skip=False) if temporal else None
+
+
+class AdaptedVisionTower(nn.Module):
+    """CLIP's ViT with AIM-style adapters (SPEC §4.2): images or clips -> one embedding per clip.
+
+    Per block: ``x += T(attn(ln_1(x)))`` over time (reusing the frozen attention), ``x += S(attn(ln_1(x)))``,
+    ``x += mlp(ln_2(x)) + s * M(ln_2(x))``. Frame embeddings (CLS after ln_post and proj) are averaged over time.
+    """
+
+    def __init__(self, visual: nn.Module, adapter_sets: dict[str, bool], num_frames: int, ratio: float = 0.25,
+                 mlp_scale: float = 0.5):
+        super().__init__()
+        self.visual = visual
+        width = visual.conv1.out_channels
+        layers = len(visual.transformer.resblocks)
+        self.mlp_scale = mlp_scale
+        self.adapters = nn.ModuleDict({
+            name: nn.ModuleList(AimBlockAdapters(width, ratio, temporal) for _ in range(layers))
+            for name, temporal in adapter_sets.items()
+        })
+        # Added after the spatial position embedding; zero-init so the tower starts as frozen CLIP.
+        self.temporal_embedding = nn.ParameterDict({
+            name: nn.Parameter(torch.zeros(1, num_frames, width)) for name, temporal in adapter_sets.items() if temporal
+        })
+
+    def forward(self, clips: torch.Tensor, adapter_set: str | None) -> torch.Tensor:
+        """(B, T, 3, H, W) -> (B, embed_dim); ``adapter_set=None`` runs the frozen tower alone."""
+        batch, frames = clips.shape[:2]
+        x = self.visual._embeds(clips.flatten(0, 1))  # (B*T, L, D), ln_pre applied
+        if adapter_set in self.temporal_embedding:
+            tokens = x.shape[1]
+            x = x.view(batch, frames, tokens, -1) + self.temporal_embedding[adapter_set][:, :frames, None, :]
+            x = x.view(batch * frames, tokens, -1)
+        adapters = self.adapters[adapter_set] if adapter_set is not None else [None] * len(self.visual.transformer.resblocks)
+        for block, block_adapters in zip(self.visual.transformer.resblocks, adapters):
+            x = self._block(block, block_adapters, x, batch, frames)
+        pooled, _ = self.visual._pool(x)
+        if self.visual.proj is not None:
+            pooled = pooled @ self.visual.proj
+        return pooled.view(batch, frames, -1).mean(dim=1)
+
+    def _block(self, block, adapters: AimBlockAdapters | None, x: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+        if adapters is None:
+            return block(x)
+        if adapters.temporal is not None and frames > 1:
+            tokens, width = x.shape[1:]
+            xt = x.view(batch, frames, tokens, width).transpose(1, 2).reshape(batch * tokens, frames, width)
+            xt = adapters.temporal(_attention(block, block.ln_1(xt)))
+            x = x + xt.view(batch, tokens, frames, width).transpose(1, 2).reshape(batch * frames, tokens, width)
+        x = x + block.ls_1(adapters.spatial(_attention(block, block.ln_1(x))))
+        normed = block.ln_2(x)
+        return x + block.ls_2(block.mlp(normed)) + self.mlp_scale * adapters.mlp(normed)
+
+
+class AdaptedTextTower(nn.Module):
+    """CLIP's text transformer with adapter sets applied to each layer's input (FineCLIPER Eq. 3).
+
+    Pooled at the end-of-text token (the highest token id), then projected (Eq. 4).
+    """
+
+    def __init__(self, clip: nn.Module, adapter_sets: tuple[str, ...], ratio: float = 0.25):
+        super().__init__()
+        self.token_embedding = clip.token_embedding
+        self.positional_embedding = clip.positional_embedding
+        self.transformer = clip.transformer
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection
+        self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
+        self.context_length = clip.context_length
+        width = self.transformer.width
+        self.adapters = nn.ModuleDict({
+            name: nn.ModuleList(BottleneckAdapter(width, ratio, skip=True) for _ in self.transformer.resblocks)
+            for name in adapter_sets
+        })
+
+    def forward(self, tokens: torch.Tensor, adapter_set: str | None) -> torch.Tensor:
+        """(N, context) token ids -> (N, embed_dim)."""
+        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
+        mask = self.attn_mask[: tokens.shape[1], : tokens.shape[1]] if self.attn_mask is not None else None
+        adapters = self.adapters[adapter_set] if adapter_set is not None else [None] * len(self.transformer.resblocks)
+        for block, adapter in zip(self.transformer.resblocks, adapters):
+            if adapter is not None:
+                x = adapter(x)
+            x = self._block(block, x, mask)
+        x = self.ln_final(x)
+        pooled = text_global_pool(x, tokens, "argmax")
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(pooled)
+        return pooled @ self.text_projection
+
+    @staticmethod
+    def _block(block, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + block.ls_1(_attention(block, block.ln_1(x), attn_mask=mask))
+        return x + block.ls_2(block.mlp(block.ln_2(x)))

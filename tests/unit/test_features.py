@@ -1,0 +1,110 @@
+"""Features stage: the per-clip join of frames, faces, index and approved captions, and its failure messages."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from stages.common.errors import StageError
+from stages.common.io import read_parquet, write_parquet
+from stages.common.schemas import APPROVED_SCHEMA, FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
+from stages.features.stage import build, main
+
+FRAMES = [0, 2, 5]
+
+
+def frames_row(clip_id: str, label: int) -> dict:
+    return dict(clip_id=clip_id, source=f"{clip_id}.mp4", source_kind="video", n_frames=6, label=label,
+                test_indices=[0, 5], train_candidates=[0, 2, 2, 5], frame_indices=FRAMES,
+                jpeg=[f"{clip_id}-{i}".encode() for i in FRAMES], crop_box=None, width=32, height=32)
+
+
+def faces_row(clip_id: str, frame_indices=FRAMES, flag: str = "") -> dict:
+    n = len(frame_indices)
+    status = ["missing"] * n if flag else ["detected"] * n
+    return dict(clip_id=clip_id, frame_indices=frame_indices, landmarks=[[float(i)] * 136 for i in range(n)],
+                parsing_png=[f"png-{clip_id}-{i}".encode() for i in range(n)], det_score=[1.0] * n,
+                face_status=status, backend="test", clip_flag=flag)
+
+
+def index_row(clip_id: str, label: int, splits) -> dict:
+    return dict(clip_id=clip_id, source=f"{clip_id}.mp4", source_kind="video", n_frames=6, label=label,
+                class_name=["happiness", "sadness"][label], splits=[{"fold": f, "split": s} for f, s in splits])
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """Three clips: c has no approved caption and no face; the faces shard lists them in another order."""
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("frames", "faces", "index", "approved")}
+    write_parquet(pa.Table.from_pylist([frames_row("a", 0), frames_row("b", 1), frames_row("c", 0)],
+                                       schema=FRAMES_SCHEMA), paths["frames"])
+    write_parquet(pa.Table.from_pylist([faces_row("c", flag="no_face"), faces_row("a"), faces_row("b")],
+                                       schema=FACES_SCHEMA), paths["faces"])
+    write_parquet(pa.Table.from_pylist(
+        [index_row("b", 1, [("fold1", "test"), ("fold2", "train")]), index_row("z", 1, [("fold1", "train")]),
+         index_row("a", 0, [("fold1", "train"), ("fold2", "test")]), index_row("c", 0, [("fold1", "train")])],
+        schema=INDEX_SCHEMA), paths["index"])
+    write_parquet(pa.Table.from_pylist(
+        [dict(clip_id=c, caption=f"caption of {c}", caption_sha="x", decision=d, label_hint="none")
+         for c, d in (("b", "edited"), ("a", "auto_approved"), ("other", "approved"))],
+        schema=APPROVED_SCHEMA), paths["approved"])
+    return paths
+
+
+def run_build(paths):
+    return build(*(str(paths[k]) for k in ("frames", "faces", "approved", "index")))
+
+
+def test_join(inputs):
+    table, summary = run_build(inputs)
+    assert table.schema == FEATURES_SCHEMA
+    rows = {r["clip_id"]: r for r in table.to_pylist()}
+    assert list(rows) == ["a", "b", "c"]  # frames order
+    a, b, c = rows["a"], rows["b"], rows["c"]
+    assert (a["label"], a["class_name"], b["label"], b["class_name"]) == (0, "happiness", 1, "sadness")
+    assert b["splits"] == [{"fold": "fold1", "split": "test"}, {"fold": "fold2", "split": "train"}]
+    assert a["jpeg"] == [b"a-0", b"a-2", b"a-5"] and a["parsing_png"][1] == b"png-a-1"
+    assert a["landmarks"][2] == [2.0] * 136 and a["frame_indices"] == FRAMES
+    assert (a["test_indices"], a["train_candidates"], a["width"]) == ([0, 5], [0, 2, 2, 5], 32)
+    assert (b["caption"], b["caption_decision"], b["label_hint"]) == ("caption of b", "edited", "none")
+    assert (c["caption"], c["caption_decision"], c["label_hint"]) == ("", "", "")
+    assert c["face_status"] == ["missing"] * 3  # no_face clips are kept
+    assert summary == "3 clips, 2 with caption, 1 no_face; fold1 test 1, fold1 train 2, fold2 test 1, fold2 train 1"
+
+
+def test_cli_writes_features(inputs, tmp_path, capsys):
+    out = tmp_path / "features" / "000-of-001.parquet"
+    main(["--frames", str(inputs["frames"]), "--faces", str(inputs["faces"]), "--approved", str(inputs["approved"]),
+          "--index", str(inputs["index"]), "--out", str(out)])
+    assert read_parquet(out, FEATURES_SCHEMA).num_rows == 3
+    assert capsys.readouterr().out.startswith("features 000-of-001: 3 clips, 2 with caption, 1 no_face")
+
+
+def rewrite_faces(paths, rows):
+    write_parquet(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), paths["faces"])
+
+
+def test_misaligned_faces_fail(inputs):
+    rewrite_faces(inputs, [faces_row("a"), faces_row("b", [0, 2, 4]), faces_row("c")])
+    with pytest.raises(StageError, match=r"frame_indices differ .* clips b;.*rerun"):
+        run_build(inputs)
+
+
+def test_faces_with_wrong_list_length_fail(inputs):
+    bad = faces_row("b")
+    bad["parsing_png"] = bad["parsing_png"][:2]
+    rewrite_faces(inputs, [faces_row("a"), bad, faces_row("c")])
+    with pytest.raises(StageError, match="parsing_png does not have one entry per frame for clips b"):
+        run_build(inputs)
+
+
+def test_missing_faces_row_fails(inputs):
+    rewrite_faces(inputs, [faces_row("a"), faces_row("c")])
+    with pytest.raises(StageError, match=r"faces\.parquet: no faces row for clips b .*faces stage"):
+        run_build(inputs)
+
+
+def test_clip_missing_from_index_fails(inputs):
+    table = read_parquet(inputs["index"], INDEX_SCHEMA)
+    write_parquet(table.filter(pa.array([c != "a" for c in table.column("clip_id").to_pylist()])), inputs["index"])
+    with pytest.raises(StageError, match="clips a are not in .*index.parquet"):
+        run_build(inputs)

@@ -1,0 +1,247 @@
+"""Training data: fold filtering, sampling per mode and epoch, clip-consistent aligned augmentation, maps, loader."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from stages.common.errors import StageError
+from stages.common.io import write_parquet
+from stages.common.schemas import FEATURES_SCHEMA
+from stages.faces.parsing import encode_parsing
+from stages.faces.render import PALETTE, render_landmarks, render_parsing
+from stages.frames import sampling
+from stages.train.data import (CLIP_MEAN, CLIP_STD, AugmentConfig, ClipDataset, DataConfig, collate, colour_parsing,
+                               make_loader)
+
+T, K, STORED = 16, 3, 48
+ALL = {"frames", "parsing", "landmarks", "caption"}
+STRONG = AugmentConfig(brightness=0.5, rotation_degrees=10, crop_scale=(0.5, 1.0))
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+
+
+def grey(frame_number: int) -> np.ndarray:
+    """A flat frame whose grey level identifies its source frame number."""
+    return np.full((STORED, STORED, 3), (frame_number * 5) % 256, np.uint8)
+
+
+def clip_row(clip_id, n, splits, label=0, image=grey, parsing=None, landmarks=None, status="detected"):
+    """A FEATURES_SCHEMA row; ``image``/``parsing``/``landmarks`` give each stored frame's content."""
+    needed = sampling.needed_frames(n, T, K)
+    lm = np.zeros((68, 2), np.float32) if landmarks is None else landmarks
+    classes = np.zeros((STORED, STORED), np.uint8) if parsing is None else parsing
+    statuses = status if isinstance(status, list) else [status] * len(needed)
+    return dict(clip_id=clip_id, label=label, class_name="c", n_frames=n,
+                splits=[{"fold": f, "split": s} for f, s in splits],
+                test_indices=sampling.test_indices(n, T).tolist(),
+                train_candidates=sampling.train_candidates(n, T, K).ravel().tolist(),
+                frame_indices=needed.tolist(), jpeg=[jpeg(image(int(i))) for i in needed],
+                parsing_png=[encode_parsing(classes)] * len(needed), landmarks=[lm.ravel().tolist()] * len(needed),
+                face_status=statuses, width=STORED, height=STORED, caption=f"caption {clip_id}",
+                caption_decision="auto_approved", label_hint="none")
+
+
+def write_rows(path, rows) -> str:
+    write_parquet(pa.Table.from_pylist(rows, schema=FEATURES_SCHEMA), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("features")
+    first = write_rows(folder / "000.parquet", [
+        clip_row("long", 50, [("fold1", "train"), ("fold2", "test")], label=1),
+        clip_row("short", 7, [("fold1", "test"), ("fold2", "train")], label=2),
+    ])
+    second = write_rows(folder / "001.parquet", [clip_row("mid", 30, [("fold1", "train")], label=3)])
+    return [first, second]
+
+
+def dataset(paths, split="train", train=True, size=32, modalities=ALL, seed=0, **config):
+    return ClipDataset(paths, "fold1", split, DataConfig(image_size=size, **config), train=train, seed=seed,
+                       modalities=modalities)
+
+
+def frame_numbers(frames: torch.Tensor) -> list[int]:
+    """Invert grey(): the source frame number shown by each (unaugmented) frame."""
+    return [round(float(f.mean()) * 255 / 5) for f in frames]
+
+
+# ------------------------------------------------------------------------------ selection and sampling
+
+def test_fold_split_filtering_and_item(shards):
+    train = dataset(shards)
+    assert train.clip_ids == ["long", "mid"] and len(dataset(shards, "test", train=False)) == 1
+    item = train[1]
+    assert (item["clip_id"], item["label"], item["index"], item["caption"]) == ("mid", 3, 1, "caption mid")
+    for key in ("frames", "parsing", "landmarks"):
+        assert item[key].shape == (T, 3, 32, 32) and item[key].dtype == torch.float32
+        assert 0 <= item[key].min() and item[key].max() <= 1
+    assert "parsing" not in dataset(shards, modalities={"frames"})[0]
+    with pytest.raises(StageError, match="split must be"):
+        ClipDataset(shards, "fold1", "validation", DataConfig(), train=False)
+    with pytest.raises(StageError, match="no clips of fold9 test"):
+        ClipDataset(shards, "fold9", "test", DataConfig(), train=False)
+
+
+def test_test_mode_uses_test_indices(shards):
+    item = dataset(shards, "test", train=False)[0]
+    expected = sampling.test_indices(7, T).tolist()  # edge-padded short clip
+    assert item["source_frames"].tolist() == expected
+    assert frame_numbers(item["frames"]) == expected
+
+
+def test_train_frames_redrawn_per_epoch_and_reproducible(shards):
+    ds = dataset(shards)
+    candidates = sampling.train_candidates(50, T, K)
+    draws = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        item = ds[0]
+        drawn = item["source_frames"].tolist()
+        assert all(f in row for f, row in zip(drawn, candidates))
+        draws.append(drawn)
+    assert len({tuple(d) for d in draws}) == 3
+    ds.set_epoch(1)
+    again, other = dataset(shards), dataset(shards, seed=1)
+    again.set_epoch(1)
+    other.set_epoch(1)
+    first, second = ds[0], again[0]
+    assert all(torch.equal(first[k], second[k]) for k in ("frames", "parsing", "landmarks", "source_frames"))
+    assert not torch.equal(first["frames"], other[0]["frames"])
+
+
+# ---------------------------------------------------------------------------------- augmentation
+
+def test_augmentation_is_the_same_for_every_frame(tmp_path):
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (STORED, STORED, 3), dtype=np.uint8)
+    classes = rng.integers(0, 11, (STORED, STORED), dtype=np.uint8)
+    landmarks = rng.uniform(5, STORED - 5, (68, 2)).astype(np.float32)
+    path = write_rows(tmp_path / "f.parquet", [clip_row("same", 40, [("fold1", "train")], image=lambda i: texture,
+                                                        parsing=classes, landmarks=landmarks)])
+    ds = dataset([path], augment=STRONG)
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        item = ds[0]
+        for key in ("frames", "parsing", "landmarks"):
+            assert (item[key] == item[key][0]).all(), key
+    unaugmented = dataset([path], augment=AugmentConfig(crop_scale=(1, 1), crop_ratio=(1, 1), flip=0))[0]
+    assert not torch.equal(item["frames"], unaugmented["frames"])
+
+
+def bright_centre(image: torch.Tensor) -> np.ndarray | None:
+    """(x, y) centroid of the pixels brighter than half, or None when there are none."""
+    ys, xs = np.nonzero(image.amax(0).numpy() > 0.5)
+    return np.array([xs.mean(), ys.mean()]) if len(xs) else None
+
+
+def test_maps_stay_aligned_with_the_frame(tmp_path):
+    """A landmark dot lands where the same dot drawn into the frame lands; a parsing blob covers the frame's blob."""
+    point = np.array([14.0, 31.0], np.float32)  # off-centre, so flips and rotations move it
+    dot = render_landmarks(point[None], STORED, STORED)  # the pixels the landmark image starts from
+    classes = np.zeros((STORED, STORED), np.uint8)
+    classes[8:16, 28:40] = 6  # nose: no left/right swap
+    blob = np.where(classes[..., None] > 0, 255, 0).astype(np.uint8).repeat(3, 2)
+    path = write_rows(tmp_path / "f.parquet", [
+        clip_row("dot", 40, [("fold1", "train")], image=lambda i: dot, landmarks=np.repeat(point[None], 68, 0)),
+        clip_row("blob", 40, [("fold1", "train")], image=lambda i: blob, parsing=classes),
+    ])
+    ds = dataset([path], size=64, augment=AugmentConfig(rotation_degrees=20, crop_scale=(0.6, 1.0)))
+    sides = set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        item = ds[0]
+        in_frame, in_map = bright_centre(item["frames"][0]), bright_centre(item["landmarks"][0])
+        assert (in_frame is None) == (in_map is None)
+        if in_map is not None:
+            assert np.abs(in_frame - in_map).max() < 0.5, (epoch, in_frame, in_map)
+            sides.add(bool(in_map[0] > 32))
+        item = ds[1]
+        in_map, in_frame = item["parsing"][0].amax(0) > 0, item["frames"][0].amax(0) > 0.5
+        assert (in_map & in_frame).sum() >= 0.9 * max(in_map.sum(), in_frame.sum())
+    assert sides == {False, True}  # flipped and unflipped clips were both checked
+
+
+def test_flip_swaps_left_right_parsing_classes(tmp_path):
+    classes = np.zeros((STORED, STORED), np.uint8)
+    classes[10:14, 4:12] = 2  # subject's right brow: image left, small
+    classes[10:20, 30:44] = 3  # left brow: image right, large
+    classes[24:28, 4:12] = 4
+    classes[24:30, 30:44] = 5
+    path = write_rows(tmp_path / "f.parquet", [clip_row("brows", 40, [("fold1", "train")], parsing=classes)])
+    full = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    plain = dataset([path], size=STORED, modalities={"parsing"}, augment=AugmentConfig(flip=0, **full))[0]["parsing"][0]
+    flipped = dataset([path], size=STORED, modalities={"parsing"}, augment=AugmentConfig(flip=1, **full))[0]["parsing"][0]
+    expected = render_parsing(np.array([0, 1, 3, 2, 5, 4, 6, 7, 8, 9, 10], np.uint8)[classes[:, ::-1]])
+    assert torch.equal(flipped, torch.from_numpy(expected).permute(2, 0, 1).float() / 255)
+    colour = lambda image, y, x: tuple((image[:, y, x] * 255).round().int().tolist())  # noqa: E731
+    assert colour(plain, 11, 6) == tuple(PALETTE[2]) and colour(flipped, 11, STORED - 1 - 6) == tuple(PALETTE[3])
+    assert colour(flipped, 15, STORED - 1 - 35) == tuple(PALETTE[2])  # the large brow, now on the image left
+
+
+def test_missing_face_frames_get_black_maps(tmp_path):
+    n = 16
+    status = ["detected"] * 8 + ["missing"] * 8
+    classes = np.full((STORED, STORED), 1, np.uint8)
+    path = write_rows(tmp_path / "f.parquet", [clip_row("half", n, [("fold1", "test")], parsing=classes, status=status,
+                                                       landmarks=np.full((68, 2), 20, np.float32))])
+    for background in ("black", "frame"):
+        item = dataset([path], "test", train=False, middle_level_background=background)[0]
+        for key in ("parsing", "landmarks"):
+            assert (item[key][:8].amax(dim=(1, 2, 3)) > 0).all() and (item[key][8:] == 0).all(), (key, background)
+    no_face = write_rows(tmp_path / "g.parquet", [clip_row("none", n, [("fold1", "test")], status="missing")])
+    item = dataset([no_face], "test", train=False)[0]
+    assert (item["landmarks"] == 0).all() and (item["parsing"] == 0).all()  # no 68 dots at the origin
+
+
+def test_colour_parsing_matches_render_parsing():
+    rng = np.random.default_rng(1)
+    classes = rng.integers(0, 11, (20, 24), dtype=np.uint8)
+    frame = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    assert np.array_equal(colour_parsing(classes, None, False), render_parsing(classes))
+    assert np.array_equal(colour_parsing(classes, frame, False), render_parsing(classes, frame))
+
+
+def test_clip_normalisation(shards):
+    plain = dataset(shards, "test", train=False)[0]
+    normed = dataset(shards, "test", train=False, normalize="clip")[0]
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    for key in ("frames", "parsing", "landmarks"):
+        assert torch.allclose(normed[key], (plain[key] - mean) / std, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- config, loader
+
+def test_config_from_dict():
+    cfg = DataConfig.from_dict({"image_size": 112, "augment": {"rotation_degrees": 4, "crop_scale": [0.2, 1.0]}})
+    assert cfg.image_size == 112 and cfg.augment == AugmentConfig(rotation_degrees=4, crop_scale=(0.2, 1.0))
+    with pytest.raises(StageError, match="unknown keys"):
+        DataConfig.from_dict({"augment": {"colour": 1}})
+    with pytest.raises(StageError, match="unknown keys"):
+        DataConfig.from_dict({"size": 1})
+    with pytest.raises(StageError, match="normalize"):
+        DataConfig.from_dict({"normalize": "imagenet"})
+
+
+def test_collate_and_reproducible_shuffle(shards):
+    ds = dataset(shards, modalities={"frames"})
+    batch = collate([ds[0], ds[1]])
+    assert batch["frames"].shape == (2, T, 3, 32, 32) and batch["label"].tolist() == [1, 3]
+    assert batch["clip_id"] == ["long", "mid"] and batch["caption"] == ["caption long", "caption mid"]
+    big = ClipDataset([shards[0]] * 4 + [shards[1]] * 4, "fold1", "train", DataConfig(image_size=8), train=True,
+                      modalities={"frames"})
+
+    def order(seed, epoch):
+        big.set_epoch(epoch)
+        return [i for b in make_loader(big, 3, shuffle=True, drop_last=False, seed=seed) for i in b["index"].tolist()]
+
+    assert order(0, 0) == order(0, 0) and sorted(order(0, 0)) == list(range(len(big)))
+    assert order(0, 0) != order(0, 1) or order(0, 0) != order(1, 0)
+    batches = list(make_loader(big, 3, shuffle=False, drop_last=True, seed=0, num_workers=2))
+    assert len(batches) == 2 and batches[0]["index"].tolist() == [0, 1, 2]
