@@ -24,6 +24,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 8
     grad_accum: int = 1  # optimizer step every N batches (effective batch = batch_size * grad_accum)
+    optimizer: str = "sgd"  # sgd (the paper) | adamw (AIM's choice; the demo's random towers need it)
     lr: float = 3e-4  # FineCLIPER (SGD); DFER-CLIP uses its own per-group rates (dfer_clip section)
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -51,6 +52,8 @@ class TrainConfig:
             raise StageError(f"train config: objective must be one of {OBJECTIVES}, got {config.objective!r}.")
         if config.objective == "contrastive" and config.model not in ("dagger", "star-dagger"):
             raise StageError("train config: the contrastive objective aligns clips with captions; use model dagger.")
+        if config.optimizer not in ("sgd", "adamw"):
+            raise StageError(f"train config: optimizer must be sgd or adamw, got {config.optimizer!r}.")
         if config.schedule not in ("constant", "cosine"):
             raise StageError(f"train config: schedule must be constant or cosine, got {config.schedule!r}.")
         return config

@@ -85,6 +85,8 @@ def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
     for group in groups:
         group["initial_lr"] = group["lr"]
     weight_decay = model.config.weight_decay if hasattr(model.config, "milestones") else config.weight_decay
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=weight_decay)
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=weight_decay)
 
 
@@ -163,9 +165,6 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     modalities = modalities_needed(config)
     train_set = ClipDataset(features, fold, "train", data_config, train=True, seed=config.seed, modalities=modalities)
     test_set = ClipDataset(features, fold, "test", data_config, train=False, seed=config.seed, modalities=modalities)
-    if len(train_set) == 0 or len(test_set) == 0:
-        raise StageError(f"fold {fold}: {len(train_set)} train and {len(test_set)} test clips in {features[0]} ...; "
-                         "check the fold names in the dataset config.")
     if config.model in ("dagger", "star-dagger") and not any(train_set.captions):
         raise StageError(f"variant {config.model} needs fine-grained captions, but no approved caption exists for fold "
                          f"{fold}. Run the caption and review stages (or pick variant base/star).")
@@ -254,12 +253,13 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     final = torch.load(best_path if config.selection != "last" else checkpoint_path, map_location="cpu",
                        weights_only=False)
     selected_epoch = final["epoch"] + (1 if config.selection == "last" else 0)
-    write_outputs(out_dir, final, log_rows, config, towers, dataset_name, fold, class_names, selected_epoch)
+    write_outputs(out_dir, final, log_rows, config, towers, dataset_name, fold, class_names, selected_epoch,
+                  train_set.label_hint)
     return {"selected_epoch": selected_epoch}
 
 
 def write_outputs(out_dir: Path, final: dict, log_rows: list[dict], config: TrainConfig, towers: dict, dataset: str,
-                  fold: str, class_names: list[str], selected_epoch: int) -> None:
+                  fold: str, class_names: list[str], selected_epoch: int, label_hint: str) -> None:
     save_torch({"trainable": final["trainable"], "epoch": selected_epoch, "model": config.model}, out_dir / "model.pt")
     with atomic_path(out_dir / "train_log.csv") as tmp:
         with tmp.open("w", newline="") as handle:
@@ -273,7 +273,7 @@ def write_outputs(out_dir: Path, final: dict, log_rows: list[dict], config: Trai
     write_json(out_dir / "run_info.json", {
         "dataset": dataset, "fold": fold, "model": config.model, "objective": config.objective,
         "class_names": class_names, "selection": config.selection, "selected_epoch": selected_epoch,
-        "epochs": config.epochs, "seed": config.seed, "random_init": any(t.random_init for t in towers.values()),
+        "epochs": config.epochs, "seed": config.seed, "label_hint": label_hint, "random_init": any(t.random_init for t in towers.values()),
         "weight_fingerprints": weights, "train_config": asdict(config),
         "trainable_parameters": sum(t.numel() for t in final["trainable"].values()),
     })

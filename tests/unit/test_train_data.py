@@ -13,42 +13,12 @@ from stages.common.schemas import FEATURES_SCHEMA
 from stages.faces.parsing import encode_parsing
 from stages.faces.render import PALETTE, render_landmarks, render_parsing
 from stages.frames import sampling
+from tests.unit.synthetic_features import K, STORED, T, clip_row, grey, jpeg, write_rows
 from stages.train.data import (CLIP_MEAN, CLIP_STD, AugmentConfig, ClipDataset, DataConfig, collate, colour_parsing,
                                make_loader)
 
-T, K, STORED = 16, 3, 48
 ALL = {"frames", "parsing", "landmarks", "caption"}
 STRONG = AugmentConfig(brightness=0.5, rotation_degrees=10, crop_scale=(0.5, 1.0))
-
-
-def jpeg(rgb: np.ndarray) -> bytes:
-    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
-
-
-def grey(frame_number: int) -> np.ndarray:
-    """A flat frame whose grey level identifies its source frame number."""
-    return np.full((STORED, STORED, 3), (frame_number * 5) % 256, np.uint8)
-
-
-def clip_row(clip_id, n, splits, label=0, image=grey, parsing=None, landmarks=None, status="detected"):
-    """A FEATURES_SCHEMA row; ``image``/``parsing``/``landmarks`` give each stored frame's content."""
-    needed = sampling.needed_frames(n, T, K)
-    lm = np.zeros((68, 2), np.float32) if landmarks is None else landmarks
-    classes = np.zeros((STORED, STORED), np.uint8) if parsing is None else parsing
-    statuses = status if isinstance(status, list) else [status] * len(needed)
-    return dict(clip_id=clip_id, label=label, class_name="c", n_frames=n,
-                splits=[{"fold": f, "split": s} for f, s in splits],
-                test_indices=sampling.test_indices(n, T).tolist(),
-                train_candidates=sampling.train_candidates(n, T, K).ravel().tolist(),
-                frame_indices=needed.tolist(), jpeg=[jpeg(image(int(i))) for i in needed],
-                parsing_png=[encode_parsing(classes)] * len(needed), landmarks=[lm.ravel().tolist()] * len(needed),
-                face_status=statuses, width=STORED, height=STORED, caption=f"caption {clip_id}",
-                caption_decision="auto_approved", label_hint="none")
-
-
-def write_rows(path, rows) -> str:
-    write_parquet(pa.Table.from_pylist(rows, schema=FEATURES_SCHEMA), path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +26,9 @@ def shards(tmp_path_factory):
     folder = tmp_path_factory.mktemp("features")
     first = write_rows(folder / "000.parquet", [
         clip_row("long", 50, [("fold1", "train"), ("fold2", "test")], label=1),
-        clip_row("short", 7, [("fold1", "test"), ("fold2", "train")], label=2),
+        clip_row("short", 7, [("fold1", "test"), ("fold2", "train")], label=0, caption_hint="paper"),
     ])
-    second = write_rows(folder / "001.parquet", [clip_row("mid", 30, [("fold1", "train")], label=3)])
+    second = write_rows(folder / "001.parquet", [clip_row("mid", 30, [("fold1", "train")], label=2)])
     return [first, second]
 
 
@@ -78,11 +48,16 @@ def test_fold_split_filtering_and_item(shards):
     train = dataset(shards)
     assert train.clip_ids == ["long", "mid"] and len(dataset(shards, "test", train=False)) == 1
     item = train[1]
-    assert (item["clip_id"], item["label"], item["index"], item["caption"]) == ("mid", 3, 1, "caption mid")
+    assert (item["clip_id"], item["label"], item["index"], item["caption"]) == ("mid", 2, 1, "caption mid")
     for key in ("frames", "parsing", "landmarks"):
         assert item[key].shape == (T, 3, 32, 32) and item[key].dtype == torch.float32
         assert 0 <= item[key].min() and item[key].max() <= 1
     assert "parsing" not in dataset(shards, modalities={"frames"})[0]
+    assert train.class_names == ["class0", "class1", "class2"] and train.num_frames == T
+    assert (train.label_hint, dataset(shards, "test", train=False).label_hint) == ("none", "paper")
+    held_out = train.subset([1], train=False)  # e.g. a validation split: test-mode sampling, shared cache
+    assert held_out.clip_ids == ["mid"] and held_out.labels.tolist() == [2] and len(train) == 2
+    assert held_out[0]["source_frames"].tolist() == sampling.test_indices(30, T).tolist()
     with pytest.raises(StageError, match="split must be"):
         ClipDataset(shards, "fold1", "validation", DataConfig(), train=False)
     with pytest.raises(StageError, match="no clips of fold9 test"):
@@ -232,7 +207,7 @@ def test_config_from_dict():
 def test_collate_and_reproducible_shuffle(shards):
     ds = dataset(shards, modalities={"frames"})
     batch = collate([ds[0], ds[1]])
-    assert batch["frames"].shape == (2, T, 3, 32, 32) and batch["label"].tolist() == [1, 3]
+    assert batch["frames"].shape == (2, T, 3, 32, 32) and batch["label"].tolist() == [1, 2]
     assert batch["clip_id"] == ["long", "mid"] and batch["caption"] == ["caption long", "caption mid"]
     big = ClipDataset([shards[0]] * 4 + [shards[1]] * 4, "fold1", "train", DataConfig(image_size=8), train=True,
                       modalities={"frames"})
@@ -243,5 +218,6 @@ def test_collate_and_reproducible_shuffle(shards):
 
     assert order(0, 0) == order(0, 0) and sorted(order(0, 0)) == list(range(len(big)))
     assert order(0, 0) != order(0, 1) or order(0, 0) != order(1, 0)
+    cv2.resize(np.zeros((800, 800, 3), np.uint8), (1200, 1200))  # OpenCV's thread pool is running before the fork
     batches = list(make_loader(big, 3, shuffle=False, drop_last=True, seed=0, num_workers=2))
     assert len(batches) == 2 and batches[0]["index"].tolist() == [0, 1, 2]

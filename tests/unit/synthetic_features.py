@@ -1,0 +1,44 @@
+"""Synthetic rows of the features cache (FEATURES_SCHEMA) for tests of the data pipeline and the trainer."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from stages.common.io import write_parquet
+from stages.common.schemas import FEATURES_SCHEMA
+from stages.faces.parsing import encode_parsing
+from stages.frames import sampling
+
+T, K, STORED = 16, 3, 48
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])[1].tobytes()
+
+
+def grey(frame_number: int) -> np.ndarray:
+    """A flat frame whose grey level identifies its source frame number."""
+    return np.full((STORED, STORED, 3), (frame_number * 5) % 256, np.uint8)
+
+
+def clip_row(clip_id, n, splits, label=0, image=grey, parsing=None, landmarks=None, status="detected",
+             caption_hint="none"):
+    """A FEATURES_SCHEMA row; ``image``/``parsing``/``landmarks`` give each stored frame's content."""
+    needed = sampling.needed_frames(n, T, K)
+    lm = np.zeros((68, 2), np.float32) if landmarks is None else landmarks
+    classes = np.zeros((STORED, STORED), np.uint8) if parsing is None else parsing
+    statuses = status if isinstance(status, list) else [status] * len(needed)
+    return dict(clip_id=clip_id, label=label, class_name=f"class{label}", n_frames=n,
+                splits=[{"fold": f, "split": s} for f, s in splits],
+                test_indices=sampling.test_indices(n, T).tolist(),
+                train_candidates=sampling.train_candidates(n, T, K).ravel().tolist(),
+                frame_indices=needed.tolist(), jpeg=[jpeg(image(int(i))) for i in needed],
+                parsing_png=[encode_parsing(classes)] * len(needed), landmarks=[lm.ravel().tolist()] * len(needed),
+                face_status=statuses, width=STORED, height=STORED, caption=f"caption {clip_id}",
+                caption_decision="auto_approved", label_hint=caption_hint)
+
+
+def write_rows(path, rows) -> str:
+    write_parquet(pa.Table.from_pylist(rows, schema=FEATURES_SCHEMA), path)
+    return str(path)

@@ -1,0 +1,96 @@
+"""Trainer: outputs, resume after an interruption equals an uninterrupted run, checks on inputs, zero-shot."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from stages.common.errors import StageError
+from stages.train.config import TrainConfig
+from stages.train.trainer import fit, zero_shot_predict
+from tests.unit.synthetic_features import clip_row, write_rows
+from tests.unit.test_models import TINY
+
+
+def image_for(label):
+    def image(frame_number):
+        rgb = np.zeros((48, 48, 3), np.uint8)
+        rgb[..., label] = 120 + 10 * (frame_number % 5)
+        return rgb
+
+    return image
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("features")
+    rows = []
+    for i in range(12):
+        label = i % 3
+        split = "test" if i >= 9 else "train"
+        rows.append(clip_row(f"demo-{i:02d}", 20 + i, [("fold1", split)], label=label, image=image_for(label)))
+    for row in rows:
+        row["class_name"] = ["happiness", "sadness", "neutral"][row["label"]]
+    return [write_rows(folder / "000-of-001.parquet", rows)]
+
+
+def config(**overrides) -> TrainConfig:
+    tiny = {"arch": "tiny", "arch_config": TINY, "random_init": True}
+    raw = {"model": "star-dagger", "epochs": 2, "batch_size": 4, "optimizer": "adamw", "lr": 1e-3, "num_workers": 0,
+           "data": {"image_size": 32}, "towers": {"clip": tiny, "long_clip": {**tiny, "context_length": 248},
+                                                   "dfer_clip": tiny}}
+    return TrainConfig.from_dict({**raw, **overrides})
+
+
+def trained_tensors(out_dir):
+    return torch.load(out_dir / "model.pt", weights_only=False)["trainable"]
+
+
+def test_fit_writes_outputs_and_records_the_run(features, tmp_path):
+    fit(features, "fold1", config(), tmp_path, "demo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "model.pt", "predictions.parquet",
+                                                          "run_info.json", "train_log.csv"]
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["random_init"] is True and info["selection"] == "best_on_test" and info["label_hint"] == "none"
+    assert set(info["weight_fingerprints"]) == {"clip", "long_clip", "trained"}
+    predictions = pq.read_table(tmp_path / "predictions.parquet")
+    assert predictions.num_rows == 3 and len(predictions["logits"][0]) == 3
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(features, tmp_path):
+    fit(features, "fold1", config(), tmp_path / "whole", "demo")
+    assert fit(features, "fold1", config(), tmp_path / "cut", "demo", stop_after_epoch=1) == {"stopped_after_epoch": 1}
+    assert not (tmp_path / "cut" / "model.pt").exists()
+    fit(features, "fold1", config(), tmp_path / "cut", "demo")
+    whole, resumed = trained_tensors(tmp_path / "whole"), trained_tensors(tmp_path / "cut")
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # drop the timing column
+    assert strip((tmp_path / "whole/train_log.csv").read_text()) == strip((tmp_path / "cut/train_log.csv").read_text())
+
+
+def test_dfer_clip_baseline_trains_with_its_own_groups(features, tmp_path):
+    fit(features, "fold1", config(model="dfer-clip", optimizer="sgd", epochs=1), tmp_path, "demo",
+        descriptors_path="config/prompts/dfer_clip_descriptors.yaml")
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["model"] == "dfer-clip" and info["trainable_parameters"] > 0
+
+
+def test_a_variant_whose_inputs_are_missing_stops_clearly(features, tmp_path):
+    table = pq.read_table(features[0])
+    empty = table.set_column(table.schema.get_field_index("caption"), "caption",
+                             [[""] * table.num_rows])
+    pq.write_table(empty, tmp_path / "nocaptions.parquet")
+    with pytest.raises(StageError, match="needs fine-grained captions"):
+        fit([str(tmp_path / "nocaptions.parquet")], "fold1", config(model="dagger"), tmp_path / "out", "demo")
+
+
+def test_contrastive_training_then_zero_shot_on_another_split(features, tmp_path):
+    fit(features, "fold1", config(model="dagger", objective="contrastive", epochs=1), tmp_path / "src", "demo")
+    zero_shot_predict(tmp_path / "src", features, "fold1", tmp_path / "zs", "demo")
+    info = json.loads((tmp_path / "zs" / "run_info.json").read_text())
+    assert info["zero_shot_source"] == "demo" and info["class_names"] == ["happiness", "sadness", "neutral"]
+    assert pq.read_table(tmp_path / "zs" / "predictions.parquet").num_rows == 3
