@@ -1,6 +1,7 @@
 """The demo runs end to end, and dry runs rerun exactly the stale stages after an edit."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ from tests.workflow.conftest import planned_jobs, snakemake
 
 # The per-dataset chain of rules with their job counts on the tiny demo (2 shards).
 CHAIN = [("demo_clips", 1), ("index", 1), ("frames", 2), ("faces", 2), ("captions", 2), ("refine", 1),
-         ("review_sheet", 1), ("apply_review", 1)]
+         ("review_sheet", 1), ("apply_review", 1), ("features", 2), ("train", 1), ("evaluate", 1), ("fold_metrics", 1)]
 
 
 def from_rule(first: str, skip: tuple[str, ...] = ()) -> dict[str, int]:
@@ -40,7 +41,7 @@ def set_key(section, key, value):
     return change
 
 
-def test_demo_reaches_approved_captions_and_a_second_run_does_nothing(demo_run):
+def test_demo_reaches_metrics_and_a_second_run_does_nothing(demo_run):
     shards = sorted((demo_run / "results/demo/faces").glob("*.parquet"))
     assert [p.name for p in shards] == ["000-of-002.parquet", "001-of-002.parquet"]
     faces = pq.read_table(shards[0]).cast(FACES_SCHEMA).to_pylist()
@@ -50,6 +51,10 @@ def test_demo_reaches_approved_captions_and_a_second_run_does_nothing(demo_run):
     assert approved.num_rows == 14 and set(approved["decision"].to_pylist()) == {"auto_approved"}
     assert all("brow" in c or "lip" in c or "eye" in c or "mouth" in c or "jaw" in c or "head" in c or "face" in c
                for c in approved["caption"].to_pylist())
+    metrics = json.loads((demo_run / "results/demo/fold1/metrics.json").read_text())
+    assert metrics["model"] == "star-dagger" and metrics["random_init"] is True and metrics["n"] == 7
+    assert 0 <= metrics["uar"] <= 1 and len(metrics["confusion"]) == 7
+    assert (demo_run / "results/demo/fold1/confusion.png").stat().st_size > 1000
     assert planned_jobs(demo_run) == {}
 
 
@@ -93,13 +98,19 @@ def test_editing_a_lexicon_reruns_refinement_and_downstream_only(edited_run):
     assert planned_jobs(edited_run) == from_rule("refine")
 
 
-def test_editing_the_review_sheet_reruns_only_apply_review(edited_run):
+def test_editing_the_review_sheet_reruns_only_apply_review_and_downstream(edited_run):
     sheet = edited_run / "config/review/demo.csv"
     shutil.copy(edited_run / "results/demo/review/sheet.csv", sheet)
     snakemake(edited_run)  # the new human sheet is picked up once
     assert planned_jobs(edited_run) == {}
     sheet.write_text(sheet.read_text(encoding="utf-8-sig").replace('"pending"', '"approved"', 1), encoding="utf-8")
-    assert planned_jobs(edited_run) == {"apply_review": 1}
+    assert planned_jobs(edited_run) == from_rule("apply_review")
+
+
+def test_zero_shot_transfer_runs_on_the_demo(edited_run):
+    snakemake(edited_run, "results/zeroshot/demo_to_demo/metrics.json")
+    metrics = json.loads((edited_run / "results/zeroshot/demo_to_demo/metrics.json").read_text())
+    assert metrics["zero_shot_source"] == "demo" and metrics["objective"] == "contrastive"
 
 
 def test_required_review_stops_with_next_step_then_continues_after_review(edited_run):
@@ -115,6 +126,7 @@ def test_required_review_stops_with_next_step_then_continues_after_review(edited
     snakemake(edited_run)
     approved = pq.read_table(edited_run / "results/demo/captions/approved.parquet")
     assert approved.num_rows == 14 and set(approved["decision"].to_pylist()) == {"approved"}
+    assert (edited_run / "results/demo/fold1/metrics.json").exists()
 
 
 def test_a_bad_config_value_is_rejected_before_anything_runs(edited_run):
