@@ -7,6 +7,7 @@ rule captions:
         frames="results/{ds}/frames/{shard}.parquet",
         index="results/{ds}/index.parquet",
         prompt=captions_prompt,
+        weights=captions_weights,
     output:
         "results/{ds}/captions/raw/{shard}.parquet",
     params:

@@ -67,8 +67,19 @@ def index_overrides_json(wildcards):
     return canonical(dataset_overrides(wildcards.ds))
 
 
+@functools.cache
+def settings_file(path):
+    """A dataset's settings overlay (e.g. config/paper.yaml): stage sections that replace the defaults."""
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+
+
 def merged_stage_config(stage, ds):
-    return deep_merge(config[stage], dataset_entry(ds).get(stage))
+    """Defaults of config.yaml, then the dataset's settings file, then the dataset entry's own overrides."""
+    entry = dataset_entry(ds)
+    overlay = settings_file(entry["settings"]).get(stage) if "settings" in entry else None
+    return deep_merge(deep_merge(config[stage], overlay), entry.get(stage))
 
 
 def stage_config(stage, drop=()):
@@ -141,6 +152,35 @@ def shard_outputs(ds, stage):
 
 def feature_shards(wildcards):
     return shard_outputs(wildcards.ds, "features")
+
+
+def tower_weights(ds, model):
+    """Local weight files of the towers a model uses (random-initialised towers have none)."""
+    towers = merged_stage_config("train", ds)["towers"]
+    names = ["dfer_clip"] if model == "dfer-clip" else ["clip"] + (["long_clip"] if "dagger" in model else [])
+    return [ancient(towers[n]["weights"]) for n in names if not towers[n].get("random_init") and towers[n].get("weights")]
+
+
+def train_weights(wildcards):
+    return tower_weights(wildcards.ds, wildcards.model)
+
+
+def zeroshot_weights(wildcards):
+    return tower_weights(wildcards.src, "dagger")
+
+
+def faces_weights(wildcards):
+    section = merged_stage_config("faces", wildcards.ds)
+    return [ancient(section["checkpoint"])] if section["backend"] == "facexformer" else []
+
+
+def faces_gpus(wildcards):
+    return int(merged_stage_config("faces", wildcards.ds)["backend"] == "facexformer")
+
+
+def captions_weights(wildcards):
+    section = merged_stage_config("captions", wildcards.ds)
+    return [ancient(section["video_llava"]["model_dir"])] if section["backend"] == "video-llava" else []
 
 
 def train_config(wildcards):

@@ -3,7 +3,8 @@
 
 rule faces:
     input:
-        "results/{ds}/frames/{shard}.parquet",
+        frames="results/{ds}/frames/{shard}.parquet",
+        weights=faces_weights,
     output:
         "results/{ds}/faces/{shard}.parquet",
     params:
@@ -15,6 +16,6 @@ rule faces:
     resources:
         mem_mb=4000,
         runtime=240,
-        gpu=0,
+        gpu=faces_gpus,
     shell:
-        "python -m stages.faces --frames {input} --config-json {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m stages.faces --frames {input.frames} --config-json {params.cfg:q} --out {output} > {log} 2>&1"

@@ -5,6 +5,7 @@
 rule train:
     input:
         features=feature_shards,
+        weights=train_weights,
         descriptors=dfer_clip_descriptors,
     output:
         model="results/{ds}/{fold}/{model}/model.pt",

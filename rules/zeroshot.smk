@@ -5,6 +5,7 @@
 rule zeroshot_train:
     input:
         features=zeroshot_source_features,
+        weights=zeroshot_weights,
     output:
         model="results/zeroshot/{src}/model.pt",
         log="results/zeroshot/{src}/train_log.csv",
