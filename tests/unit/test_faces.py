@@ -232,7 +232,7 @@ def test_cli_round_trip(tmp_path, face_crops):
 
 def test_config_is_checked(tmp_path):
     assert FacesConfig.from_dict({}) == FacesConfig()
-    for bad in ({"backend": "facexformer"}, {"upsample": -1}, {"upsampel": 1}):
+    for bad in ({"backend": "mediapipe"}, {"upsample": -1}, {"upsampel": 1}):
         with pytest.raises(Exception, match="faces config"):
             FacesConfig.from_dict(bad)
     with pytest.raises(SystemExit) as exit_info:
