@@ -3,6 +3,7 @@ import functools
 import json
 from pathlib import Path
 
+from stages.common.config import read_settings, stage_section
 from stages.common.datasets import load_dataset_config
 from stages.common.fingerprint import code_fingerprint as stage_code_fingerprint
 from stages.common.shards import shard_names
@@ -20,16 +21,6 @@ wildcard_constraints:
 def canonical(obj):
     """Sorted-key JSON: reordering keys in config.yaml must not rerun anything."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def deep_merge(base, override):
-    merged = dict(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def dataset_entry(ds):
@@ -67,19 +58,13 @@ def index_overrides_json(wildcards):
     return canonical(dataset_overrides(wildcards.ds))
 
 
-@functools.cache
-def settings_file(path):
-    """A dataset's settings overlay (e.g. config/paper.yaml): stage sections that replace the defaults."""
-    import yaml
-
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+settings_file = functools.cache(read_settings)
 
 
 def merged_stage_config(stage, ds):
-    """Defaults of config.yaml, then the dataset's settings file, then the dataset entry's own overrides."""
+    """Defaults of config.yaml, then the dataset's settings file (config/paper.yaml), then the dataset entry."""
     entry = dataset_entry(ds)
-    overlay = settings_file(entry["settings"]).get(stage) if "settings" in entry else None
-    return deep_merge(deep_merge(config[stage], overlay), entry.get(stage))
+    return stage_section(config, stage, ds, settings_file(entry["settings"]) if "settings" in entry else {})
 
 
 def stage_config(stage, drop=()):
@@ -212,7 +197,8 @@ def dfer_clip_descriptors(wildcards):
 
 def selected_model_metrics(wildcards):
     model = merged_stage_config("train", wildcards.ds)["model"]
-    return {suffix: f"results/{wildcards.ds}/{wildcards.fold}/{model}/{suffix}" for suffix in ("metrics.json", "confusion.png")}
+    folder = f"results/{wildcards.ds}/{wildcards.fold}/{model}"
+    return {"metrics": f"{folder}/metrics.json", "confusion": f"{folder}/confusion.png"}
 
 
 def dataset_folds(ds):

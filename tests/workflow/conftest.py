@@ -25,11 +25,13 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the Snakemake CLI of this interpreter's environment in ``workdir``."""
+def snakemake(workdir: Path, *args: str, check: bool = True,
+              configfile: str | None = "tests/config/test.yaml") -> subprocess.CompletedProcess:
+    """Run the Snakemake CLI of this interpreter's environment in ``workdir`` (with the tiny test overlay)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    overlay = ["--configfile", configfile] if configfile else []
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tests/config/test.yaml", *args],
+        [sys.executable, "-m", "snakemake", "--cores", "2", *overlay, *args],
         cwd=workdir, env=env, capture_output=True, text=True,
     )
     if check and proc.returncode != 0:
@@ -37,9 +39,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+def planned_jobs(workdir: Path, *args: str, configfile: str | None = "tests/config/test.yaml") -> dict[str, int]:
     """Rules a dry run would execute, with their job counts (the aggregate rule 'all' left out)."""
-    out = snakemake(workdir, "-n", *args)
+    out = snakemake(workdir, "-n", *args, configfile=configfile)
     text = out.stdout + out.stderr
     if "Nothing to be done" in text:
         return {}
