@@ -39,6 +39,7 @@ CONFIGS = {  # name -> (label, tower); the first one is the reference of the rat
     "full": ("full fine-tune: DFER-CLIP, whole visual tower trains", "ViT-B-16"),
     "full-b32": ("DFER-CLIP as published (full fine-tune)", "ViT-B-32"),
 }
+READING = "Reading it: (to be written)"
 
 
 def peak_rss_mb() -> float:
