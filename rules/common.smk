@@ -179,7 +179,22 @@ def zeroshot_train_config(wildcards):
 
 
 def gpus_for(ds):
-    return 0 if merged_stage_config("train", ds)["device"] == "cpu" else 1
+    section = merged_stage_config("train", ds)
+    return 0 if section["device"] == "cpu" else section.get("gpus", 1)
+
+
+def launcher_for(ds):
+    """python, or torchrun with one process per GPU when a training job gets more than one."""
+    gpus = gpus_for(ds)
+    return f"torchrun --standalone --nproc_per_node={gpus}" if gpus > 1 else "python"
+
+
+def train_launcher(wildcards):
+    return launcher_for(wildcards.ds)
+
+
+def zeroshot_launcher(wildcards):
+    return launcher_for(wildcards.src)
 
 
 def train_gpus(wildcards):

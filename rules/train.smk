@@ -14,6 +14,7 @@ rule train:
         run_info="results/{ds}/{fold}/{model}/run_info.json",
     params:
         cfg=train_config,
+        launcher=train_launcher,
         code=code_fingerprint("train"),
     log:
         "logs/{ds}/{fold}/{model}/train.log",
@@ -23,6 +24,6 @@ rule train:
         runtime=24 * 60,
         gpu=train_gpus,
     shell:
-        "python -m stages.train fit --features {input.features} --fold {wildcards.fold} --dataset {wildcards.ds}"
+        "{params.launcher} -m stages.train fit --features {input.features} --fold {wildcards.fold} --dataset {wildcards.ds}"
         " --config-json {params.cfg:q} --out-dir results/{wildcards.ds}/{wildcards.fold}/{wildcards.model}"
         " --descriptors config/prompts/dfer_clip_descriptors.yaml > {log} 2>&1"

@@ -13,6 +13,7 @@ rule zeroshot_train:
         run_info="results/zeroshot/{src}/run_info.json",
     params:
         cfg=zeroshot_train_config,
+        launcher=zeroshot_launcher,
         fold=zeroshot_source_fold,
         code=code_fingerprint("train"),
     log:
@@ -23,7 +24,7 @@ rule zeroshot_train:
         runtime=24 * 60,
         gpu=zeroshot_gpus,
     shell:
-        "python -m stages.train fit --features {input.features} --fold {params.fold} --dataset {wildcards.src}"
+        "{params.launcher} -m stages.train fit --features {input.features} --fold {params.fold} --dataset {wildcards.src}"
         " --config-json {params.cfg:q} --out-dir results/zeroshot/{wildcards.src} > {log} 2>&1"
 
 

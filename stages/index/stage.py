@@ -89,8 +89,18 @@ def _entries_from_folder(ds: DatasetConfig, problems: list[Problem]) -> dict[str
     return clips
 
 
+def check_layout(ds: DatasetConfig) -> None:
+    """The clips' folder must exist where the dataset description says; otherwise every clip would be 'missing'."""
+    clips_folder = Path(ds.root) / ds.id_root
+    if ds.kind == "lists" and not clips_folder.is_dir():
+        raise StageError(f"dataset '{ds.name}': expected the clips under {clips_folder}/ (root '{ds.root}' + id_root "
+                         f"'{ds.id_root}'), but that folder does not exist. Put the dataset there, or fix root / id_root "
+                         f"in its config (config/datasets/{ds.name}.yaml documents the layout).")
+
+
 def build_index(ds: DatasetConfig, progress: bool = True) -> IndexResult:
     """Read the dataset's lists, recount every clip's frames on disk and keep the usable clips."""
+    check_layout(ds)
     problems: list[Problem] = []
     clips = _entries_from_lists(ds, problems) if ds.kind == "lists" else _entries_from_folder(ds, problems)
     rows, recounted = [], 0

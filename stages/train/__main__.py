@@ -42,8 +42,9 @@ def main(argv=None) -> None:
 
         config = TrainConfig.from_dict(json.loads(args.config_json))
         result = run_fit(args.features, args.fold, config, args.out_dir, args.dataset, args.descriptors)
-        print(f"trained {config.model} on {args.dataset}/{args.fold}: selected epoch {result['selected_epoch']} "
-              f"({config.selection}) -> {args.out_dir}")
+        if "selected_epoch" in result:  # rank 0 under torchrun, or the only process
+            print(f"trained {config.model} on {args.dataset}/{args.fold}: selected epoch {result['selected_epoch']} "
+                  f"({config.selection}) -> {args.out_dir}")
     elif args.command == "predict":
         from stages.train.trainer import zero_shot_predict
 

@@ -35,6 +35,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
     num_workers: int = 2
     device: str = "auto"
+    gpus: int = 1  # GPUs per training job; more than one runs the job under torchrun (one process per GPU)
     data: dict = field(default_factory=dict)  # stages.train.data.DataConfig
     fineclip: dict = field(default_factory=dict)  # stages.train.models.fineclip.FineClipConfig (variant from model)
     dfer_clip: dict = field(default_factory=dict)  # stages.train.models.dfer_clip.DferClipConfig

@@ -376,17 +376,20 @@ def collate(items: Sequence[dict]) -> dict:
 
 
 class EpochShuffle(Sampler[int]):
-    """A permutation seeded by ``(seed, dataset.epoch)``: epoch e has the same order whether or not training resumed."""
+    """A permutation seeded by ``(seed, dataset.epoch)``: epoch e has the same order whether or not training resumed.
 
-    def __init__(self, dataset: ClipDataset, seed: int):
-        self.dataset, self.seed = dataset, seed
+    Under torchrun, process ``rank`` of ``world`` takes every world-th clip of that order (all ranks equally many).
+    """
+
+    def __init__(self, dataset: ClipDataset, seed: int, rank: int = 0, world: int = 1):
+        self.dataset, self.seed, self.rank, self.world = dataset, seed, rank, world
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset) // self.world
 
     def __iter__(self):
         order = np.random.default_rng([self.seed, self.dataset.epoch, 1]).permutation(len(self.dataset))
-        return iter(order.tolist())
+        return iter(order[self.rank: len(self) * self.world: self.world].tolist())
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -396,7 +399,7 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(dataset: ClipDataset, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
-                num_workers: int = 0, epoch: int | None = None) -> DataLoader:
+                num_workers: int = 0, epoch: int | None = None, rank: int = 0, world: int = 1) -> DataLoader:
     """A DataLoader with :func:`collate`; shuffling by :class:`EpochShuffle`, workers seeded from ``seed``;
     ``epoch``, when given, is passed to ``dataset.set_epoch``.
 
@@ -412,7 +415,7 @@ def make_loader(dataset: ClipDataset, batch_size: int, shuffle: bool, drop_last:
         cv2.setNumThreads(1)
         context = "fork" if "fork" in mp.get_all_start_methods() else None
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=EpochShuffle(dataset, seed) if shuffle else None,
+        dataset, batch_size=batch_size, sampler=EpochShuffle(dataset, seed, rank, world) if shuffle else None,
         drop_last=drop_last, num_workers=num_workers, collate_fn=collate, worker_init_fn=_seed_worker,
         generator=torch.Generator().manual_seed(seed), pin_memory=torch.cuda.is_available(),
         multiprocessing_context=context,

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -37,6 +38,45 @@ LOG_COLUMNS = ["epoch", "train_loss", "train_acc", "test_uar", "test_war", "val_
 class Split:
     dataset: ClipDataset
     name: str
+
+
+@dataclass(frozen=True)
+class Processes:
+    """Where this process stands under torchrun (rank 0 of 1 without it)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_processes(device_name: str) -> tuple[Processes, torch.device]:
+    """One process per GPU under torchrun (NCCL; gloo on CPU); a plain single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Processes(), pick_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device, backend = torch.device("cuda", local_rank), "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend)
+    return Processes(rank, world), device
+
+
+def average_gradients(model: torch.nn.Module, processes: Processes) -> None:
+    """Data parallelism without a wrapper: every rank steps with the mean gradient, so weights stay identical
+    whatever forward path the objective takes (classification or contrastive)."""
+    if processes.world == 1:
+        return
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            torch.distributed.all_reduce(parameter.grad)
+            parameter.grad /= processes.world
 
 
 def pick_device(name: str) -> torch.device:
@@ -159,7 +199,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     ``stop_after_epoch`` ends the run early (as an interruption would) after that epoch's checkpoint.
     """
     out_dir = Path(out_dir)
-    device = pick_device(config.device)
+    processes, device = start_processes(config.device)
     seed_everything(config.seed)
     data_config = DataConfig.from_dict(config.data)
     modalities = modalities_needed(config)
@@ -203,14 +243,15 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
         started = time.time()
         seed_everything(config.seed * 1000 + epoch)
         train_set.set_epoch(epoch)
-        train_loader = make_loader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size,
-                                   epoch=epoch, **loader_args)
+        train_loader = make_loader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size * processes.world,
+                                   epoch=epoch, rank=processes.rank, world=processes.world, **loader_args)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, group["initial_lr"], epoch) * multistep_factor(model, epoch)
         model.train()
         losses, correct, seen = [], 0, 0
         optimizer.zero_grad(set_to_none=True)
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, file=sys.stderr)
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, file=sys.stderr,
+                   disable=not processes.main)
         for step, batch in enumerate(bar):
             batch = to_device(batch, device)
             with torch.autocast(device.type, enabled=amp):
@@ -222,6 +263,8 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
                     correct += (out.logits.argmax(1) == batch["label"]).sum().item()
             scaler.scale(loss / config.grad_accum).backward()
             if (step + 1) % config.grad_accum == 0 or step + 1 == len(train_loader):
+                scaler.unscale_(optimizer)
+                average_gradients(model, processes)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -229,6 +272,9 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
             seen += len(batch["label"])
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
 
+        if not processes.main:  # rank 0 evaluates, logs and writes; the others wait for the next epoch
+            torch.distributed.barrier()
+            continue
         zero_shot = class_names if config.objective == "contrastive" else None
         test_rows = predict(model, test_loader, device, amp, "test", zero_shot)
         test = split_metrics(test_rows, n_classes)
@@ -247,8 +293,13 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
         save_torch({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "log": log_rows, "best": best,
                     "fingerprint": fingerprint, "predictions": test_rows}, checkpoint_path)
+        if processes.world > 1:
+            torch.distributed.barrier()
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
             return {"stopped_after_epoch": epoch + 1}
+
+    if not processes.main:
+        return {"rank": processes.rank}
 
     final = torch.load(best_path if config.selection != "last" else checkpoint_path, map_location="cpu",
                        weights_only=False)

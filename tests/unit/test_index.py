@@ -141,3 +141,9 @@ def test_cli_writes_index_and_dropped_report_atomically(tmp_path):
     table = pq.read_table(out)
     assert table.column("clip_id").to_pylist() == ["dfew-00001"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["dropped.csv", "index.parquet"]
+
+
+def test_a_root_with_another_layout_names_the_expected_folder(tmp_path):
+    (tmp_path / "Clip" / "clip_224x224" / "00001").mkdir(parents=True)  # DFEW's other folder, not the face frames
+    with pytest.raises(StageError, match="DFEW_Frame_Face/.*does not exist"):
+        build_index(dataset(tmp_path, f"{PREFIX}/DFEW_Frame_Face/00001 16 0\n", ""), progress=False)

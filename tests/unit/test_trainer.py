@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -94,3 +97,17 @@ def test_contrastive_training_then_zero_shot_on_another_split(features, tmp_path
     info = json.loads((tmp_path / "zs" / "run_info.json").read_text())
     assert info["zero_shot_source"] == "demo" and info["class_names"] == ["happiness", "sadness", "neutral"]
     assert pq.read_table(tmp_path / "zs" / "predictions.parquet").num_rows == 3
+
+
+def test_two_processes_under_torchrun_train_and_rank_zero_writes(features, tmp_path):
+    """torchrun on CPU (gloo): the same code path a multi-GPU job takes."""
+    cfg = {"model": "base", "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3, "num_workers": 0,
+           "data": {"image_size": 32}, "towers": {"clip": {"arch": "tiny", "arch_config": TINY, "random_init": True}}}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stages.train",
+         "fit", "--features", *features, "--fold", "fold1", "--dataset", "demo", "--config-json", json.dumps(cfg),
+         "--out-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained base on demo/fold1") == 1  # only rank 0 reports and writes
+    assert json.loads((tmp_path / "run_info.json").read_text())["selected_epoch"] == 1
