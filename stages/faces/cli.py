@@ -15,7 +15,8 @@ import logging
 import sys
 import time
 from collections import Counter
-from typing import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -49,18 +50,29 @@ def _copy_to_size(face: FrameFaces, height: int, width: int) -> FrameFaces:
     return FrameFaces(face.landmarks * scale, parsing, 0.0)
 
 
-def analyse_clip(
-    clip_id: str, frame_indices: Sequence[int], jpegs: Sequence[bytes], backend: FaceBackend, fallback_size=(224, 224)
-) -> dict:
-    """One FACES_SCHEMA row for a clip. ``fallback_size`` (H, W) sizes the maps when no frame decodes."""
+def decode_clip(clip_id: str, frame_indices: Sequence[int], jpegs: Sequence[bytes]) -> list[np.ndarray | None]:
     images = [decode_jpeg(data) for data in jpegs]
     for index, image in zip(frame_indices, images):
         if image is None:
             log.warning("clip %s frame %d: JPEG does not decode; frame marked missing", clip_id, index)
+    return images
+
+
+def analyse_clip(
+    clip_id: str, frame_indices: Sequence[int], jpegs: Sequence[bytes], backend: FaceBackend, fallback_size=(224, 224)
+) -> dict:
+    """One FACES_SCHEMA row for a clip. ``fallback_size`` (H, W) sizes the maps when no frame decodes."""
+    images = decode_clip(clip_id, frame_indices, jpegs)
+    found = backend.analyse([image for image in images if image is not None]) if any(i is not None for i in images) else []
+    return clip_row(clip_id, frame_indices, images, found, backend.name, fallback_size)
+
+
+def clip_row(clip_id: str, frame_indices: Sequence[int], images: list[np.ndarray | None], found: list[FrameFaces],
+             backend_name: str, fallback_size=(224, 224)) -> dict:
+    """Assemble a clip's row from the backend's results for its decodable frames (in order)."""
     decoded = [i for i, image in enumerate(images) if image is not None]
-    found = backend.analyse([images[i] for i in decoded]) if decoded else []
     if len(found) != len(decoded):
-        raise RuntimeError(f"backend {backend.name} returned {len(found)} results for {len(decoded)} frames")
+        raise RuntimeError(f"backend returned {len(found)} results for {len(decoded)} frames of clip {clip_id}")
     results: list[FrameFaces | None] = [None] * len(images)
     for i, face in zip(decoded, found):
         results[i] = face if face.found else None
@@ -91,30 +103,56 @@ def analyse_clip(
         "parsing_png": parsing_png,
         "det_score": scores,
         "face_status": status,
-        "backend": backend.name,
+        "backend": backend_name,
         "clip_flag": "" if with_face else NO_FACE,
     }
 
 
+def decoded_groups(frames: pa.Table, frames_path: str, frames_per_group: int) -> Iterator[list[tuple[dict, list]]]:
+    """Clips with their decoded frames, in groups of about ``frames_per_group`` frames. A background thread
+    decodes the next clips while the backend works on the current group (cv2 releases the GIL)."""
+    def decode(clip: dict) -> tuple[dict, list]:
+        if len(clip["frame_indices"]) != len(clip["jpeg"]):
+            raise StageError(f"{frames_path}: clip {clip['clip_id']} has {len(clip['frame_indices'])} frame indices "
+                             f"but {len(clip['jpeg'])} JPEGs; rerun the frames stage.")
+        return clip, decode_clip(clip["clip_id"], clip["frame_indices"], clip["jpeg"])
+
+    clips = (clip for batch in frames.to_batches(max_chunksize=8) for clip in batch.to_pylist())
+    group, size = [], 0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for item in pool.map(decode, clips):  # map reads ahead: decoding overlaps with analysis
+            group.append(item)
+            size += len(item[1])
+            if size >= frames_per_group:
+                yield group
+                group, size = [], 0
+    if group:
+        yield group
+
+
 def run(frames_path: str, config: FacesConfig, out_path: str) -> Counter:
-    """Process a frames shard into a faces shard; return counts of frame statuses, clips and no-face clips."""
+    """Process a frames shard into a faces shard; return counts of frame statuses, clips and no-face clips.
+
+    Frames of several clips go to the backend together (``batch_size`` frames), so a GPU backend gets full batches.
+    """
     frames = read_parquet(frames_path, FRAMES_SCHEMA, columns=["clip_id", "frame_indices", "jpeg", "width", "height"])
     backend = make_backend(config)
     rows, counts = [], Counter()
-    clips = (clip for batch in frames.to_batches(max_chunksize=8) for clip in batch.to_pylist())
-    for clip in tqdm(clips, total=frames.num_rows, desc="faces", unit="clip", file=sys.stderr):
-        if len(clip["frame_indices"]) != len(clip["jpeg"]):
-            raise StageError(
-                f"{frames_path}: clip {clip['clip_id']} has {len(clip['frame_indices'])} frame indices but "
-                f"{len(clip['jpeg'])} JPEGs; rerun the frames stage."
-            )
-        fallback = (clip["height"] or 224, clip["width"] or 224)
-        row = analyse_clip(clip["clip_id"], clip["frame_indices"], clip["jpeg"], backend, fallback)
-        rows.append(row)
-        counts.update(row["face_status"])
-        counts["clips"] += 1
-        counts["frames"] += len(row["face_status"])
-        counts[NO_FACE] += row["clip_flag"] == NO_FACE
+    bar = tqdm(total=frames.num_rows, desc="faces", unit="clip", file=sys.stderr)
+    for group in decoded_groups(frames, frames_path, config.batch_size):
+        usable = [image for _, images in group for image in images if image is not None]
+        found = iter(backend.analyse(usable) if usable else [])
+        for clip, images in group:
+            results = [next(found) for image in images if image is not None]
+            fallback = (clip["height"] or 224, clip["width"] or 224)
+            row = clip_row(clip["clip_id"], clip["frame_indices"], images, results, backend.name, fallback)
+            rows.append(row)
+            counts.update(row["face_status"])
+            counts["clips"] += 1
+            counts["frames"] += len(row["face_status"])
+            counts[NO_FACE] += row["clip_flag"] == NO_FACE
+        bar.update(len(group))
+    bar.close()
     write_parquet(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), out_path, FACES_SCHEMA)
     return counts
 
