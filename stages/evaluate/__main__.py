@@ -62,8 +62,9 @@ def evaluate_fold(predictions: str, run_info: str, train_log: str, out_metrics: 
                   out_curves: str) -> dict:
     info = read_json_object(run_info, RUN_INFO_KEYS)
     class_names = info["class_names"]
-    if not (isinstance(class_names, list) and class_names and all(isinstance(c, str) for c in class_names)):
-        raise StageError(f"{run_info}: class_names must be a non-empty list of strings.")
+    if not (isinstance(class_names, list) and class_names and all(isinstance(c, str) for c in class_names)
+            and len(set(class_names)) == len(class_names)):
+        raise StageError(f"{run_info}: class_names must be a non-empty list of distinct strings.")
     n_classes = len(class_names)
 
     table = read_parquet(predictions, PREDICTIONS_SCHEMA, columns=["clip_id", "label", "prediction", "logits"])
@@ -90,13 +91,12 @@ def evaluate_fold(predictions: str, run_info: str, train_log: str, out_metrics: 
     present = sum(r is not None for r in scores["per_class_recall"])
     metrics = {**info, **scores, "class_names": class_names, "chance_uar": 1.0 / present,
                "per_class_recall": dict(zip(class_names, scores["per_class_recall"]))}
-    write_json(out_metrics, metrics)
-
     name = f"{info['model']} · {info['dataset']}/{info['fold']}"
     selection = info.get("selection", "selected")
+    plot_training_curves(train_log, out_curves, name, info.get("selected_epoch"), selection)
     plot_confusion(scores["confusion"], class_names, out_confusion,
                    f"{name} ({selection}): UAR {scores['uar'] * 100:.2f}%, WAR {scores['war'] * 100:.2f}%")
-    plot_training_curves(train_log, out_curves, name, info.get("selected_epoch"), selection)
+    write_json(out_metrics, metrics)
     return metrics
 
 
@@ -178,9 +178,12 @@ def summary_markdown(summary: dict) -> str:
     for g in summary["groups"]:
         for f in g["folds"]:
             lines.append(f"| {g['dataset']} | {g['model']} | {f['fold']} | {_cell(f['selection'])} "
-                         f"| {_cell(f['selected_epoch'])} | {_cell(f['n'])} | {f['uar_pct']:.2f} | {f['war_pct']:.2f} |")
-        lines.append(f"| {g['dataset']} | {g['model']} | **mean ± std ({g['n_folds']} folds)** | | | "
-                     f"| **{_pm(g['uar_pct_mean'], g['uar_pct_std'])}** | **{_pm(g['war_pct_mean'], g['war_pct_std'])}** |")
+                         f"| {_cell(f['selected_epoch'])} | {_cell(f['n'])} "
+                         f"| {f['uar_pct']:.2f} | {f['war_pct']:.2f} |")
+        folds = f"{g['n_folds']} fold{'s' if g['n_folds'] > 1 else ''}"
+        lines.append(f"| {g['dataset']} | {g['model']} | **mean ± std ({folds})** | | | "
+                     f"| **{_pm(g['uar_pct_mean'], g['uar_pct_std'])}** "
+                     f"| **{_pm(g['war_pct_mean'], g['war_pct_std'])}** |")
     lines += ["", f"Std: sample standard deviation over folds (ddof=1; 0 for one fold). {SELECTION_NOTE}", ""]
     return "\n".join(lines)
 

@@ -63,7 +63,8 @@ def plot_training_curves(train_log_csv: str | os.PathLike, path: str | os.PathLi
         raise StageError(f"{log_path}: not a readable CSV ({err}).") from err
     missing = sorted({"epoch", "train_loss"} - set(log.columns))
     if missing:
-        raise StageError(f"{log_path}: missing columns {missing}; expected epoch, train_loss, {', '.join(CURVE_COLUMNS)}.")
+        expected = ", ".join(["epoch", "train_loss", *CURVE_COLUMNS])
+        raise StageError(f"{log_path}: missing columns {missing}; expected {expected}.")
 
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, score_ax = fig.subplots(1, 2)
@@ -71,7 +72,8 @@ def plot_training_curves(train_log_csv: str | os.PathLike, path: str | os.PathLi
     loss_ax.set_ylabel("loss")
     for column in CURVE_COLUMNS:
         if column in log.columns and log[column].notna().any():
-            score_ax.plot(log["epoch"], log[column], marker=".", label=column.replace("_", " "))
+            label = column.replace("_", " ").replace("uar", "UAR").replace("war", "WAR")
+            score_ax.plot(log["epoch"], log[column], marker=".", label=label)
     score_ax.set_ylabel("accuracy / recall (as logged)")
     for ax in (loss_ax, score_ax):
         if selected_epoch is not None:
