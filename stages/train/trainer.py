@@ -287,7 +287,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), file=sys.stderr)
 
         score = {"best_on_test": test["war"], "best_on_val": val["war"] if val else -1.0, "last": epoch}[config.selection]
-        if config.selection != "last" and score > best["score"]:
+        if config.selection != "last" and (score > best["score"] or best["epoch"] < 0):  # NaN never wins otherwise
             best = {"score": score, "epoch": epoch + 1}
             save_torch({"trainable": trainable_state(model), "predictions": test_rows, "epoch": epoch + 1}, best_path)
         save_torch({"trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
