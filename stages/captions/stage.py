@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,10 +106,9 @@ def caption_video_llava(frames: pa.Table, index: pa.Table, prompt_path: str, con
     class_names = _class_names(index)
     rng = np.random.default_rng(config.seed)
     clips = frames.select(["clip_id", "source", "source_kind", "n_frames", "label"]).to_pylist()
-    rows = []
-    for start in tqdm(range(0, len(clips), llava.batch_size), desc="captions (video-llava)", unit="batch",
-                      disable=not progress, file=sys.stderr):
-        batch = clips[start:start + llava.batch_size]
+    batches = [clips[start:start + llava.batch_size] for start in range(0, len(clips), llava.batch_size)]
+
+    def decode(batch: list[dict]) -> tuple[list[ClipFrames], list[str]]:
         inputs, statuses = [], []
         for clip in batch:
             try:
@@ -119,19 +119,33 @@ def caption_video_llava(frames: pa.Table, index: pa.Table, prompt_path: str, con
                 images = [np.zeros((224, 224, 3), np.uint8)] * 8
                 statuses.append(f"error: {err}")
             inputs.append(ClipFrames(clip["clip_id"], images, class_names[clip["label"]]))
-        texts = backend.describe(inputs)
-        if config.label_hint == "paper":
-            swapped = [c for c in inputs if rng.random() < config.counterfactual_fraction]
-            other = {c.clip_id: class_names[counterfactual_label(class_names.index(c.label_name), len(class_names), rng)]
-                     for c in swapped}
-            counter = dict(zip(other, backend.describe([ClipFrames(c.clip_id, c.frames, other[c.clip_id]) for c in swapped])))
-        else:
-            counter = {}
-        for clip, text, status in zip(batch, texts, statuses):
-            if status == "ok" and not text.strip():
-                status = "empty"
-            rows.append(_row(clip["clip_id"], text if status == "ok" else "", backend.name, backend.model_id, prompt_sha,
-                             config.label_hint, status, counter.get(clip["clip_id"], "")))
+        return inputs, statuses
+
+    rows = []
+    with ThreadPoolExecutor(max_workers=1) as pool:  # decodes the next batch while the GPU generates
+        decoded = pool.map(decode, batches)
+        for batch, (inputs, statuses) in tqdm(zip(batches, decoded), total=len(batches), desc="captions (video-llava)",
+                                              unit="batch", disable=not progress, file=sys.stderr):
+            rows += _describe_batch(backend, batch, inputs, statuses, config, class_names, rng, prompt_sha)
+    return rows
+
+
+def _describe_batch(backend, batch, inputs, statuses, config, class_names, rng, prompt_sha) -> list[dict]:
+    """Captions of one decoded batch, plus counterfactual captions (another label) for a sample under "paper"."""
+    texts = backend.describe(inputs)
+    if config.label_hint == "paper":
+        swapped = [c for c in inputs if rng.random() < config.counterfactual_fraction]
+        other = {c.clip_id: class_names[counterfactual_label(class_names.index(c.label_name), len(class_names), rng)]
+                 for c in swapped}
+        counter = dict(zip(other, backend.describe([ClipFrames(c.clip_id, c.frames, other[c.clip_id]) for c in swapped])))
+    else:
+        counter = {}
+    rows = []
+    for clip, text, status in zip(batch, texts, statuses):
+        if status == "ok" and not text.strip():
+            status = "empty"
+        rows.append(_row(clip["clip_id"], text if status == "ok" else "", backend.name, backend.model_id, prompt_sha,
+                         config.label_hint, status, counter.get(clip["clip_id"], "")))
     return rows
 
 
