@@ -8,7 +8,7 @@ parsing + landmarks, and (b) ``read_frames`` of the same 16 indices from the fol
 through the same DataLoader. Checks that (a) and (b) give identical frames, prints a Markdown table and
 updates the data-loading section of benchmarks/RESULTS.md.
 
-    python benchmarks/data_loading.py      # ~2-3 minutes on 2 CPU cores
+    python benchmarks/data_loading.py      # ~2 minutes on 2 CPU cores
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -40,7 +41,20 @@ from stages.train.data import ClipDataset, DataConfig, collate, make_loader, tra
 
 BEGIN, END = "<!-- data_loading:begin -->", "<!-- data_loading:end -->"
 T, K, CLASSES = 16, 3, 7
-READING = "Reading it: (to be written)"
+READING = (
+    "Reading it: with a warm page cache, test-mode loading from the cache and from JPEG folders costs the same for "
+    "short clips: both decode the same 16 JPEGs (~3 ms per clip), and the rest goes into float conversion and "
+    "batching. Folders get slower as clips get longer (listing and sorting every clip's folder) and when the files "
+    "are not in the page cache (one open and read per frame; measured here on a virtual disk, network or spinning "
+    "disks are slower), while the cache reads its shard once, when the dataset is built, and then serves from "
+    "memory; it is also about 5x smaller than the folders of 300-frame clips, keeping only the test frames and "
+    f"K={K} training candidates per segment. Rendering parsing and landmark images adds 2-2.5x the cost of the frames "
+    "(PNG decode, colouring, dot drawing and two more tensors per clip). Next to a CPU training step "
+    "(benchmarks/train_step.py: 30-100 s per clip) loading is negligible; for a GPU, budget ~45 ms per clip per "
+    "loader worker for the star variants' inputs. Torch runs with one thread here (`--threads 1`), as in DataLoader "
+    "workers: with the default two threads on this shared machine, the uint8-to-float conversion alone took ~16 ms "
+    "instead of ~0.8 ms per clip, which matters with `num_workers: 0`. Training mode (augmentation) is not measured."
+)
 
 
 def face_maps(size: int) -> tuple[bytes, list[float]]:
@@ -61,13 +75,13 @@ def face_maps(size: int) -> tuple[bytes, list[float]]:
 
 
 def make_clips(root: Path, n: int, clips: int, size: int) -> tuple[list[Path], Path]:
-    """``clips`` frame folders of ``n`` quality-90 JPEGs (the same frames in each) and a features shard of them."""
-    jpegs = [cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-             for rgb in synthetic_frames(n, size)]
+    """``clips`` frame folders of ``n`` quality-90 JPEGs and a features shard holding the same JPEG bytes."""
+    frames = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) for rgb in synthetic_frames(n, size)]
     parsing, landmarks = face_maps(size)
     kept = sampling.needed_frames(n, T, K)
     folders, rows = [], []
-    for i in range(clips):
+    for i in range(clips):  # each clip its own pixels (shifted), so no two clips share JPEG bytes
+        jpegs = [cv2.imencode(".jpg", np.roll(bgr, 3 * i, axis=1), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes() for bgr in frames]
         folder = root / f"{n}" / f"clip{i:04d}"
         folder.mkdir(parents=True)
         for j, data in enumerate(jpegs):
@@ -104,9 +118,18 @@ def epoch(loader) -> list[torch.Tensor]:
     return [batch["frames"] for batch in loader]
 
 
-def disk_mb(path: Path) -> float:
-    files = path.rglob("*") if path.is_dir() else [path]
-    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
+def disk_mb(files: list[Path]) -> float:
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def drop_page_cache(files: list[Path]) -> None:
+    """Ask the kernel to drop the (clean) cached pages of ``files``, so that the next read goes to the disk."""
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def machine() -> str:
@@ -124,6 +147,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="frame width and height, on disk and in the batches")
     parser.add_argument("--batch", type=int, default=8, help="clips per batch")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (DataLoader workers use one each)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per path, after one checking epoch")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"), help="Markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="only print the table")
@@ -132,41 +156,51 @@ def main() -> None:
     header = ("| clip frames | source | outputs | on disk (MB) | open (s) | epoch wall (s) | epoch CPU (s) | ms per clip "
               "| wall / cache frames | CPU / cache frames |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     print(header, flush=True)
+    torch.set_num_threads(args.threads)
     rows, load = [], [os.getloadavg()[0]]
     config = DataConfig(image_size=args.size, num_workers=args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.lengths:
             folders, shard = make_clips(Path(tmp), n, args.clips, args.size)
-            paths, opened = {}, {}
-            for label, modalities in (("frames", {"frames"}), ("frames + parsing + landmarks", {"frames", "parsing", "landmarks"})):
+            os.sync()  # written pages become clean, so they can be dropped from the page cache
+            files = [f for folder in folders for f in folder.iterdir()]
+            paths = {}  # (source, outputs) -> (loader factory, files dropped from the page cache before each epoch)
+            opened = {}  # (source, outputs) -> (open seconds or None, MB on disk)
+            for outputs, modalities in (("frames", {"frames"}), ("frames + parsing + landmarks", {"frames", "parsing", "landmarks"})):
+                drop_page_cache([shard])
                 started = time.perf_counter()
                 dataset = ClipDataset([str(shard)], "fold1", "test", config, train=False, modalities=modalities)
-                opened[("features cache", label)] = (time.perf_counter() - started, disk_mb(shard))
-                paths[("features cache", label)] = lambda d=dataset: make_loader(
-                    d, args.batch, shuffle=False, drop_last=False, seed=0, num_workers=args.workers)
-            opened[("JPEG folders", "frames")] = (None, disk_mb(Path(tmp) / str(n)))
-            paths[("JPEG folders", "frames")] = lambda: DataLoader(FolderClips(folders, n, args.size), args.batch,
-                                                                   num_workers=args.workers, collate_fn=collate)
+                opened["features cache", outputs] = (time.perf_counter() - started, disk_mb([shard]))
+                paths["features cache", outputs] = (partial(make_loader, dataset, args.batch, shuffle=False, drop_last=False,
+                                                            seed=0, num_workers=args.workers), [])
+            folder_loader = partial(DataLoader, FolderClips(folders, n, args.size), args.batch, num_workers=args.workers,
+                                    collate_fn=collate)
+            for source, drop in (("JPEG folders", []), ("JPEG folders, page cache dropped", files)):
+                opened[source, "frames"] = (None, disk_mb(files))
+                paths[source, "frames"] = (folder_loader, drop)
+
             reference = None
-            for key, loader in paths.items():  # checking epoch: identical frames from every path
+            for key, (loader, drop) in paths.items():  # checking epoch: identical frames from every path
+                drop_page_cache(drop)
                 frames = epoch(loader())
                 reference = reference or frames
-                assert all(torch.equal(a, b) for a, b in zip(frames, reference)), key
+                assert len(frames) == len(reference) and all(map(torch.equal, frames, reference)), key
             wall, cpu = {key: [] for key in paths}, {key: [] for key in paths}
             for _ in range(args.repeats):  # the paths alternate so all see the same load
-                for key, loader in paths.items():
+                for key, (loader, drop) in paths.items():
+                    drop_page_cache(drop)
                     w, c = time.perf_counter(), time.process_time()
                     epoch(loader())
                     wall[key].append(time.perf_counter() - w)
                     cpu[key].append(time.process_time() - c)
-            med_wall = {key: statistics.median(v) for key, v in wall.items()}
-            med_cpu = {key: statistics.median(v) for key, v in cpu.items()}
+            wall = {key: statistics.median(v) for key, v in wall.items()}
+            cpu = {key: statistics.median(v) for key, v in cpu.items()}
             base = ("features cache", "frames")
             for key in paths:
                 seconds, mb = opened[key]
-                row = (f"| {n} | {key[0]} | {key[1]} | {mb:.1f} | {'-' if seconds is None else f'{seconds:.2f}'} | {med_wall[key]:.2f} "
-                       f"| {med_cpu[key]:.2f} | {1000 * med_wall[key] / args.clips:.1f} | {med_wall[key] / med_wall[base]:.2f}x "
-                       f"| {med_cpu[key] / med_cpu[base]:.2f}x |")
+                row = (f"| {n} | {key[0]} | {key[1]} | {mb:.1f} | {'-' if seconds is None else f'{seconds:.2f}'} "
+                       f"| {wall[key]:.2f} | {cpu[key]:.2f} | {1000 * wall[key] / args.clips:.1f} "
+                       f"| {wall[key] / wall[base]:.2f}x | {cpu[key] / cpu[base]:.2f}x |")
                 rows.append(row)
                 print(row, flush=True)
             load.append(os.getloadavg()[0])
@@ -186,9 +220,10 @@ def main() -> None:
         "outputs frames only or frames + rendered parsing + landmark images; *JPEG folders* = `read_frames` of the "
         "same 16 frames from a folder of one quality-90 JPEG per source frame + resize + to tensor, through the same "
         "DataLoader and collate. Both hold the same JPEG bytes; identical frames checked. Median of "
-        f"{args.repeats} epochs per path (the paths alternate, warm page cache); *open* = building the `ClipDataset` "
-        "(reading the shard into memory, once per training run); ratios = epoch time / the cache's frames-only epoch, "
-        "from wall-clock and process CPU time.",
+        f"{args.repeats} epochs per path (the paths alternate); warm page cache, except that *page cache dropped* "
+        "drops every frame file from it (`posix_fadvise` DONTNEED; directory entries stay cached) before each epoch. "
+        "*open* = building the `ClipDataset` from a shard dropped from the page cache (reading it into memory, once "
+        "per training run). Ratios = epoch time / the cache's frames-only epoch, from wall-clock and process CPU time.",
         "",
         f"Reproduce: `{command.strip()}`",
         "",
