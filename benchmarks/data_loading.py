@@ -5,10 +5,10 @@ Generates, in a temporary folder, N clips per length as frame folders of JPEG fi
 maps and landmarks. Times, side by side in one run, an epoch of test-mode batches (16 segment centres, resize
 to S x S, float tensors) from (a) ``ClipDataset`` + ``make_loader`` over the cache, frames only and frames +
 parsing + landmarks, and (b) ``read_frames`` of the same 16 indices from the folders + resize + to tensor,
-through the same DataLoader. Checks that (a) and (b) give identical frames, prints a Markdown table and
-updates the data-loading section of benchmarks/RESULTS.md.
+through the same DataLoader, with the files in the page cache and dropped from it. Checks that (a) and (b)
+give identical frames, prints a Markdown table and updates the data-loading section of benchmarks/RESULTS.md.
 
-    python benchmarks/data_loading.py      # ~2 minutes on 2 CPU cores
+    python benchmarks/data_loading.py      # ~1-2 minutes on 2 CPU cores
 """
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ READING = (
     "are not in the page cache (one open and read per frame; measured here on a virtual disk, network or spinning "
     "disks are slower), while the cache reads its shard once, when the dataset is built, and then serves from "
     "memory; it is also about 5x smaller than the folders of 300-frame clips, keeping only the test frames and "
-    f"K={K} training candidates per segment. Rendering parsing and landmark images adds 2-2.5x the cost of the frames "
+    f"K={K} training candidates per segment. Adding parsing and landmark images takes about 3-4x the frames-only time "
     "(PNG decode, colouring, dot drawing and two more tensors per clip). Next to a CPU training step "
-    "(benchmarks/train_step.py: 30-100 s per clip) loading is negligible; for a GPU, budget ~45 ms per clip per "
+    "(benchmarks/train_step.py: 14-96 s per clip at batch 1) loading is negligible; for a GPU, budget ~45 ms per clip per "
     "loader worker for the star variants' inputs. Torch runs with one thread here (`--threads 1`), as in DataLoader "
     "workers: with the default two threads on this shared machine, the uint8-to-float conversion alone took ~16 ms "
     "instead of ~0.8 ms per clip, which matters with `num_workers: 0`. Training mode (augmentation) is not measured."
@@ -60,15 +60,11 @@ READING = (
 def face_maps(size: int) -> tuple[bytes, list[float]]:
     """A parsing PNG (skin, brows, eyes, nose, lips, hair as ellipses) and 68 landmarks on the face."""
     classes = np.zeros((size, size), np.uint8)
-    c, s = size // 2, size / 224
-
-    def blob(label, x, y, w, h):
-        cv2.ellipse(classes, (int(c + x * s), int(c + y * s)), (int(w * s), int(h * s)), 0, 0, 360, label, -1)
-
+    c, s = size // 2, size / 224  # centre, scale from a 224 px layout
     for label, x, y, w, h in ((10, 0, -30, 85, 80), (1, 0, 0, 70, 90), (2, -30, -35, 18, 5), (3, 30, -35, 18, 5),
                               (4, -28, -20, 12, 6), (5, 28, -20, 12, 6), (6, 0, 5, 9, 18), (7, 0, 38, 22, 5),
                               (8, 0, 44, 20, 3), (9, 0, 50, 22, 5)):
-        blob(label, x, y, w, h)
+        cv2.ellipse(classes, (int(c + x * s), int(c + y * s)), (int(w * s), int(h * s)), 0, 0, 360, label, -1)
     angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
     points = np.stack([c + 60 * s * np.cos(angles), c + 80 * s * np.sin(angles)], 1).astype(np.float32)
     return encode_parsing(classes), points.ravel().tolist()

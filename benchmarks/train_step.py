@@ -34,7 +34,7 @@ BEGIN, END = "<!-- train_step:begin -->", "<!-- train_step:end -->"
 DESCRIPTORS = ROOT / "config/prompts/dfer_clip_descriptors.yaml"
 CAPTION = ("The person's eyebrows draw together and lower while the upper eyelids tighten; the lips press "
            "together, then the corners of the mouth pull down slightly and the chin raises.")
-CONFIGS = {  # name -> (label, tower); the first one is the reference of the ratios
+CONFIGS = {  # name -> (label, tower), in table order
     "base": ("FineCLIPER base: adapters, frames", "ViT-B-16"),
     "star-dagger": ("FineCLIPER star-dagger: adapters, frames + parsing + landmarks + caption", "ViT-B-16"),
     "full": ("full fine-tune: DFER-CLIP, whole visual tower trains", "ViT-B-16"),
@@ -120,27 +120,32 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
-    header = ("| configuration | tower | trainable params (M) | step wall (s) | step CPU (s) | RSS after build (MB) "
-              "| peak RSS (MB) | wall / base | CPU / base | peak RSS / base |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(header, flush=True)
-    rows, results, load = [], {}, [os.getloadavg()[0]]
-    started = time.perf_counter()
-    for name in args.configs:
-        command = [sys.executable, __file__, "--worker", name] + [f"--{k}={getattr(args, k)}" for k in ("batch", "frames", "size", "repeats")]
-        r = results[name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-        ref = results[args.configs[0]]
-        label, arch = CONFIGS[name]
-        row = (f"| {label} | {arch} | {r['trainable'] / 1e6:.2f} of {r['total'] / 1e6:.0f} | {r['wall']:.1f} | {r['cpu']:.1f} "
-               f"| {r['built_mb']:.0f} | {r['peak_mb']:.0f} | {r['wall'] / ref['wall']:.2f}x | {r['cpu'] / ref['cpu']:.2f}x "
-               f"| {r['peak_mb'] / ref['peak_mb']:.2f}x |")
-        rows.append(row)
+    names = [name for name in CONFIGS if name in args.configs]  # the first one is the reference of the ratios
+    results, load, started = {}, [os.getloadavg()[0]], time.perf_counter()
+    for name in names:
+        options = [f"--{key}={getattr(args, key)}" for key in ("batch", "frames", "size", "repeats")]
+        run = subprocess.run([sys.executable, __file__, "--worker", name, *options], check=True, stdout=subprocess.PIPE, text=True)
+        results[name] = json.loads(run.stdout.splitlines()[-1])
         load.append(os.getloadavg()[0])
-        print(row, flush=True)
+        print(f"{name}: {results[name]['wall']:.1f} s a step", file=sys.stderr, flush=True)
     minutes = (time.perf_counter() - started) / 60
 
-    ratios = [f"full fine-tune (ViT-B/16) / FineCLIPER {a}: wall {results['full']['wall'] / results[a]['wall']:.2f}x, "
-              f"CPU {results['full']['cpu'] / results[a]['cpu']:.2f}x, peak RSS {results['full']['peak_mb'] / results[a]['peak_mb']:.2f}x"
-              for a in ("base", "star-dagger") if "full" in results and a in results]
+    ref = results[names[0]]
+    header = ("| configuration | tower | trainable params (M) | step wall (s) | step CPU (s) | RSS after build (MB) "
+              f"| peak RSS (MB) | wall / {names[0]} | CPU / {names[0]} | peak RSS / {names[0]} |\n"
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
+    for name, r in results.items():
+        label, arch = CONFIGS[name]
+        rows.append(f"| {label} | {arch} | {r['trainable'] / 1e6:.2f} of {r['total'] / 1e6:.0f} | {r['wall']:.1f} "
+                    f"| {r['cpu']:.1f} | {r['built_mb']:.0f} | {r['peak_mb']:.0f} | {r['wall'] / ref['wall']:.2f}x "
+                    f"| {r['cpu'] / ref['cpu']:.2f}x | {r['peak_mb'] / ref['peak_mb']:.2f}x |")
+    print(header, *rows, sep="\n")
+
+    full = results.get("full")
+    ratios = [f"full fine-tune (ViT-B/16) / FineCLIPER {name}: wall {full['wall'] / results[name]['wall']:.2f}x, CPU "
+              f"{full['cpu'] / results[name]['cpu']:.2f}x, peak RSS {full['peak_mb'] / results[name]['peak_mb']:.2f}x"
+              for name in ("base", "star-dagger") if full and name in results]
     if ratios:
         print("\n" + "; ".join(ratios))
     if args.no_write:
@@ -150,8 +155,8 @@ def main() -> None:
         BEGIN,
         "## Training step: adapters vs full fine-tuning, CPU (`benchmarks/train_step.py`)",
         "",
-        f"Machine: {machine()}; 1-minute load average {min(load):.1f}-{max(load):.1f} during the run (the machine was "
-        f"shared; {minutes:.0f} minutes in all).",
+        f"Machine: {machine()}; 1-minute load average {min(load):.1f}-{max(load):.1f} during the run ({minutes:.0f} "
+        "minutes in all).",
         f"One step = forward + loss + backward + SGD step (momentum 0.9) on batch {args.batch} of {args.frames} frames at "
         f"{args.size}x{args.size}, towers randomly initialised (the cost does not depend on the weights). Step times: "
         f"median of {args.repeats} steps after one warm-up step, wall-clock and process CPU time (both threads; steadier "
