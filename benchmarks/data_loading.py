@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from stages.faces.parsing import encode_parsing  # noqa: E402
 from stages.frames import sampling  # noqa: E402
 from stages.frames.decode import read_frames  # noqa: E402
 from stages.train.data import ClipDataset, DataConfig, collate, make_loader, transform  # noqa: E402
+from results_file import update_section  # benchmarks/ is on sys.path when a script runs
 
 BEGIN, END = "<!-- data_loading:begin -->", "<!-- data_loading:end -->"
 T, K, CLASSES = 16, 3, 7
@@ -229,11 +229,7 @@ def main() -> None:
         READING,
         END,
     ])
-    old = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    new = pattern.sub(lambda _: section, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + section
-    args.results.write_text(new + ("" if new.endswith("\n") else "\n"))
-    print(f"updated {args.results}")
+    update_section(args.results, BEGIN, END, section)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stages.frames import sampling  # noqa: E402
 from stages.frames.decode import read_frames, read_frames_all  # noqa: E402
+from results_file import update_section  # benchmarks/ is on sys.path when a script runs
 
 BEGIN, END = "<!-- frames:begin -->", "<!-- frames:end -->"
 
@@ -136,11 +136,7 @@ def main() -> None:
         "face frames) read only the needed files; the remaining growth is listing the folder.",
         END,
     ])
-    old = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    new = pattern.sub(lambda _: section, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + section
-    args.results.write_text(new + ("" if new.endswith("\n") else "\n"))
-    print(f"updated {args.results}")
+    update_section(args.results, BEGIN, END, section)
 
 
 if __name__ == "__main__":

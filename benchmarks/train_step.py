@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from stages.train.models.dfer_clip import DferClip, DferClipConfig, read_descriptors  # noqa: E402
 from stages.train.models.fineclip import VARIANTS, FineClip, FineClipConfig  # noqa: E402
 from stages.train.models.towers import TowerConfig, build_clip  # noqa: E402
+from results_file import update_section  # benchmarks/ is on sys.path when a script runs
 
 BEGIN, END = "<!-- train_step:begin -->", "<!-- train_step:end -->"
 DESCRIPTORS = ROOT / "config/prompts/dfer_clip_descriptors.yaml"
@@ -175,11 +175,7 @@ def main() -> None:
         READING,
         END,
     ])
-    old = args.results.read_text() if args.results.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    new = pattern.sub(lambda _: section, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + section
-    args.results.write_text(new + ("" if new.endswith("\n") else "\n"))
-    print(f"updated {args.results}")
+    update_section(args.results, BEGIN, END, section)
 
 
 if __name__ == "__main__":
