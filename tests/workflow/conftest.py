@@ -31,7 +31,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True,
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     overlay = ["--configfile", configfile] if configfile else []
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", *overlay, *args],
+        [sys.executable, "-m", "snakemake", "--cores", "2", *args, *overlay],  # --configfile takes several values: last
         cwd=workdir, env=env, capture_output=True, text=True,
     )
     if check and proc.returncode != 0:
