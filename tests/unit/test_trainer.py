@@ -111,3 +111,11 @@ def test_two_processes_under_torchrun_train_and_rank_zero_writes(features, tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained base on demo/fold1") == 1  # only rank 0 reports and writes
     assert json.loads((tmp_path / "run_info.json").read_text())["selected_epoch"] == 1
+
+
+def test_best_on_val_holds_out_train_clips_and_accumulates_gradients(features, tmp_path):
+    fit(features, "fold1", config(model="base", selection="best_on_val", val_fraction=0.3, grad_accum=2), tmp_path, "demo")
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["selection"] == "best_on_val" and 1 <= info["selected_epoch"] <= 2
+    log = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert all(row.split(",")[5] != "" for row in log[1:])  # val_uar logged every epoch
