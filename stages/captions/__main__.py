@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 
 from stages.captions.stage import CaptionsConfig, run
+from stages.common.config import config_object
 from stages.common.errors import run_cli
 from stages.common.io import write_parquet
 from stages.common.schemas import CAPTIONS_RAW_SCHEMA
@@ -21,7 +21,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    config = CaptionsConfig.from_dict(json.loads(args.config_json))
+    config = CaptionsConfig.from_dict(config_object(args.config_json))
     table = run(args.faces, args.frames, args.index, args.prompt, config)
     write_parquet(table, args.out, CAPTIONS_RAW_SCHEMA)
     statuses = Counter(s.split(":")[0] for s in table.column("status").to_pylist())

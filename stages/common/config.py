@@ -33,3 +33,18 @@ def stage_section(config: dict, stage: str, dataset: str, settings: dict | None 
     if settings is None and "settings" in entry:
         settings = read_settings(entry["settings"])
     return deep_merge(deep_merge(config[stage], (settings or {}).get(stage)), entry.get(stage))
+
+
+def config_object(text: str, option: str = "--config-json") -> dict:
+    """A stage's config section as passed on its command line: one JSON object."""
+    import json
+
+    from stages.common.errors import StageError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise StageError(f"{option} is not valid JSON ({err}).") from err
+    if not isinstance(value, dict):
+        raise StageError(f"{option} must be a JSON object.")
+    return value

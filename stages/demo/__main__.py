@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Sequence
 
-from stages.common.errors import StageError, run_cli
+from stages.common.config import config_object
+from stages.common.errors import run_cli
 from stages.demo.generate import generate, parse_config
 
 
@@ -14,11 +14,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config-json", default="{}", help="the config's `demo` section as one JSON object")
     parser.add_argument("--out-dir", required=True, help="replaced as a whole: clips/, lists/, manifest.json")
     args = parser.parse_args(argv)
-    try:
-        raw = json.loads(args.config_json)
-    except json.JSONDecodeError as err:
-        raise StageError(f"--config-json is not valid JSON ({err})") from err
-    manifest = generate(parse_config(raw), args.out_dir)
+    manifest = generate(parse_config(config_object(args.config_json)), args.out_dir)
     print(f"demo: {sum(manifest['counts_per_class'].values())} clips in {manifest['generation_seconds']} s -> {args.out_dir}")
 
 

@@ -10,7 +10,6 @@ Per frame, ``face_status`` says where the landmarks and parsing map come from:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from stages.common.config import config_object
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
 from stages.common.schemas import FACES_SCHEMA, FRAMES_SCHEMA, NUM_LANDMARKS
@@ -164,13 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="faces shard to write (Parquet, FACES_SCHEMA)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    try:
-        raw = json.loads(args.config_json)
-    except json.JSONDecodeError as err:
-        raise StageError(f"--config-json is not valid JSON: {err}") from err
-    if not isinstance(raw, dict):
-        raise StageError("--config-json must be a JSON object")
-    config = FacesConfig.from_dict(raw)
+    config = FacesConfig.from_dict(config_object(args.config_json))
     start = time.perf_counter()
     counts = run(args.frames, config, args.out)
     seconds = time.perf_counter() - start

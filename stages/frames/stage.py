@@ -7,7 +7,6 @@ candidates per segment, and the JPEG of every distinct frame among them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from typing import Sequence
@@ -17,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from stages.common.config import config_object
 from stages.common.errors import StageError
 from stages.common.face_detect import detect_faces
 from stages.common.io import read_parquet, write_parquet
@@ -154,8 +154,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config-json", default="{}", help="frames config subtree as JSON; missing keys take defaults")
     parser.add_argument("--out", required=True, help="results/{ds}/frames/{shard}.parquet")
     args = parser.parse_args(argv)
-    try:
-        cfg = json.loads(args.config_json)
-    except json.JSONDecodeError as err:
-        raise StageError(f"--config-json is not valid JSON ({err}).") from err
-    run(args.index, args.shard, cfg, args.out)
+    run(args.index, args.shard, config_object(args.config_json), args.out)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from stages.common.config import config_object
 from stages.common.datasets import load_dataset_config
 from stages.common.errors import run_cli
 from stages.common.io import atomic_path, write_parquet
@@ -20,7 +20,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dropped", required=True, help="CSV listing unusable clips with file, line and reason")
     args = parser.parse_args(argv)
 
-    ds = load_dataset_config(args.dataset_config, json.loads(args.overrides_json))
+    ds = load_dataset_config(args.dataset_config, config_object(args.overrides_json, "--overrides-json"))
     result = build_index(ds)
     for problem in result.problems:
         print(f"dropped {problem.file}:{problem.line}: {problem.reason}", file=sys.stderr)

@@ -9,7 +9,6 @@ counterfactual_caption column or from --counterfactual.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +16,7 @@ from typing import Sequence
 import pyarrow as pa
 from tqdm import tqdm
 
+from stages.common.config import config_object
 from stages.common.errors import StageError, run_cli
 from stages.common.io import read_parquet, write_json, write_parquet, write_text
 from stages.common.schemas import CAPTIONS_RAW_SCHEMA, INDEX_SCHEMA, REFINED_SCHEMA
@@ -30,12 +30,7 @@ COUNTERFACTUAL_SCHEMA = pa.schema([("clip_id", pa.string()), ("caption", pa.stri
 
 
 def parse_config(text: str) -> dict:
-    try:
-        given = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise StageError(f"--config-json is not valid JSON ({err}).") from err
-    if not isinstance(given, dict):
-        raise StageError("--config-json must be a JSON object.")
+    given = config_object(text)
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
         raise StageError(f"--config-json: unknown keys {unknown}; known keys are {sorted(DEFAULTS)}.")

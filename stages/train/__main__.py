@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
+from stages.common.config import config_object
 from stages.common.errors import run_cli
 from stages.train.config import TrainConfig
 
@@ -40,7 +40,7 @@ def main(argv=None) -> None:
     if args.command == "fit":
         from stages.train.trainer import fit as run_fit
 
-        config = TrainConfig.from_dict(json.loads(args.config_json))
+        config = TrainConfig.from_dict(config_object(args.config_json))
         result = run_fit(args.features, args.fold, config, args.out_dir, args.dataset, args.descriptors)
         if "selected_epoch" in result:  # rank 0 under torchrun, or the only process
             print(f"trained {config.model} on {args.dataset}/{args.fold}: selected epoch {result['selected_epoch']} "

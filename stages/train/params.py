@@ -26,7 +26,7 @@ def fineclip_modules(model: FineClip) -> dict[str, int]:
 def parameter_table(arch: str = "ViT-B-16", dfer_arch: str = "ViT-B-32", num_frames: int = 16) -> str:
     clip = build_clip(TowerConfig(arch=arch, random_init=True))
     long_clip = build_clip(TowerConfig(arch=arch, random_init=True, context_length=248))
-    lines = [f"| variant | trainable (M) | paper (M) | total (M) | trainable by module (M) |", "|---|---:|---:|---:|---|"]
+    lines = ["| variant | trainable (M) | paper (M) | total (M) | trainable by module (M) |", "|---|---:|---:|---:|---|"]
     for variant in VARIANTS:
         model = FineClip(clip, CLASSES, FineClipConfig(variant=variant), num_frames,
                          long_clip if "text" in VARIANTS[variant] else None)

@@ -3,17 +3,13 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
 from stages.common.errors import StageError
-from stages.common.io import write_parquet
-from stages.common.schemas import FEATURES_SCHEMA
-from stages.faces.parsing import encode_parsing
 from stages.faces.render import PALETTE, render_landmarks, render_parsing
 from stages.frames import sampling
-from tests.unit.synthetic_features import K, STORED, T, clip_row, grey, jpeg, write_rows
+from tests.unit.synthetic_features import K, STORED, T, clip_row, write_rows
 from stages.train.data import (CLIP_MEAN, CLIP_STD, AugmentConfig, ClipDataset, DataConfig, collate, colour_parsing,
                                make_loader)
 
