@@ -249,6 +249,9 @@ def demo_final_outputs():
 
 
 def report_final_outputs(paths):
-    print("\nDone. Outputs:")
-    for path in paths:
-        print(f"  {path}")
+    """Say where the default target's results are (when this run made or kept them)."""
+    existing = [path for path in paths if Path(path).exists()]
+    if existing:
+        print("\nDone. Main results:")
+        for path in existing:
+            print(f"  {path}  (confusion.png beside it; training_curves.png in the model's folder)")
