@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from stages.common.errors import StageError
+from stages.common.fingerprint import code_fingerprint
 from stages.common.io import atomic_path, canonical_json, write_json, write_parquet
 from stages.common.schemas import PREDICTIONS_SCHEMA
 from stages.evaluate.metrics import classification_metrics
@@ -187,9 +188,13 @@ def val_holdout(train: ClipDataset, fraction: float, seed: int) -> tuple[list[in
     return keep, sorted(val)
 
 
-def config_fingerprint(config: TrainConfig, fold: str, features: list[str]) -> str:
-    return hashlib.sha256(canonical_json({"config": asdict(config), "fold": fold,
-                                          "features": sorted(features)}).encode()).hexdigest()[:16]
+def run_fingerprint(config: TrainConfig, fold: str, features: list[str]) -> str:
+    """What a resumable checkpoint must match: the config, the fold, the very feature files (regenerated files get
+    new modification times) and the training code. Anything else starts the run afresh."""
+    files = [(path, Path(path).stat().st_size, Path(path).stat().st_mtime_ns) for path in sorted(features)]
+    code = code_fingerprint(Path(__file__).resolve().parents[2], ("train",))
+    return hashlib.sha256(canonical_json({"config": asdict(config), "fold": fold, "features": files,
+                                          "code": code}).encode()).hexdigest()[:16]
 
 
 def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path, dataset_name: str,
@@ -221,7 +226,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
     amp = config.amp and device.type == "cuda"
 
-    fingerprint = config_fingerprint(config, fold, features)
+    fingerprint = run_fingerprint(config, fold, features)
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
     best_path = out_dir / "checkpoints" / "best.pt"
     start_epoch, log_rows, best = 0, [], {"score": -1.0, "epoch": -1}
@@ -234,7 +239,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
             start_epoch, log_rows, best = state["epoch"] + 1, state["log"], state["best"]
             print(f"resuming {out_dir} after epoch {state['epoch']}", file=sys.stderr)
         else:
-            print(f"{checkpoint_path}: written for another configuration; starting afresh", file=sys.stderr)
+            print(f"{checkpoint_path}: written for another configuration, features cache or training code; starting afresh", file=sys.stderr)
 
     loader_args = dict(batch_size=config.batch_size, num_workers=config.num_workers, seed=config.seed)
     test_loader = make_loader(test_set, shuffle=False, drop_last=False, **loader_args)

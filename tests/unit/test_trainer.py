@@ -119,3 +119,12 @@ def test_best_on_val_holds_out_train_clips_and_accumulates_gradients(features, t
     assert info["selection"] == "best_on_val" and 1 <= info["selected_epoch"] <= 2
     log = (tmp_path / "train_log.csv").read_text().splitlines()
     assert all(row.split(",")[5] != "" for row in log[1:])  # val_uar logged every epoch
+
+
+def test_a_checkpoint_of_other_features_is_not_resumed(features, tmp_path, capsys):
+    fit(features, "fold1", config(), tmp_path, "demo", stop_after_epoch=1)
+    stat = os.stat(features[0])
+    os.utime(features[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the cache was regenerated since
+    fit(features, "fold1", config(), tmp_path, "demo")
+    err = capsys.readouterr().err
+    assert "written for another configuration, features cache or training code; starting afresh" in err and "resuming" not in err
