@@ -137,6 +137,15 @@ def test_weights_load_from_an_openai_style_file_and_a_long_clip_file(tmp_path):
     assert torch.equal(long.model.positional_embedding[20:], long_state["positional_embedding_res"][20:])
 
 
+def test_weights_load_from_a_torchscript_archive_like_the_openai_release(tmp_path):
+    source = tower(seed=4).model
+    archive = torch.jit.trace_module(source, {"encode_image": torch.rand(1, 3, 32, 32)}, check_trace=False)
+    archive.save(str(tmp_path / "ViT-B-16.pt"))
+    loaded = build_clip(TowerConfig(arch="tiny", arch_config=TINY, weights=str(tmp_path / "ViT-B-16.pt")))
+    assert torch.equal(loaded.model.visual.conv1.weight, source.visual.conv1.weight)
+    assert torch.equal(loaded.model.token_embedding.weight, source.token_embedding.weight)
+
+
 def test_wrong_architecture_names_the_mismatching_keys(tmp_path):
     other = dict(TINY, vision_cfg=dict(TINY["vision_cfg"], layers=3))
     torch.save(build_clip(TowerConfig(arch="x", arch_config=other, random_init=True)).model.state_dict(), tmp_path / "w.pt")

@@ -160,6 +160,8 @@ def build_clip(cfg: TowerConfig, seed: int = 0) -> Tower:
     state = adapt_positional_embedding(state, cfg.context_length)
     for key in OPENAI_EXTRA_KEYS:
         state.pop(key, None)
+    # Causal masks are rebuilt from the context length; TorchScript archives may carry them as tensors.
+    state = {key: value for key, value in state.items() if key.rsplit(".", 1)[-1] != "attn_mask"}
     problem = describe_mismatch(model, state)
     if problem:
         raise StageError(f"{path}: does not fit architecture {cfg.arch} (context {cfg.context_length}): {problem}. "
