@@ -48,7 +48,8 @@ class AdaptedVisionTower(nn.Module):
             name: nn.ModuleList(AimBlockAdapters(width, ratio, temporal) for _ in range(layers))
             for name, temporal in adapter_sets.items()
         })
-        # Added after the spatial position embedding; zero-init so the tower starts as frozen CLIP.
+        # Added after the spatial position embedding and before ln_pre (AIM, SPEC §4.2); zero-init so the
+        # tower starts as frozen CLIP.
         self.temporal_embedding = nn.ParameterDict({
             name: nn.Parameter(torch.zeros(1, num_frames, width)) for name, temporal in adapter_sets.items() if temporal
         })
@@ -56,11 +57,12 @@ class AdaptedVisionTower(nn.Module):
     def forward(self, clips: torch.Tensor, adapter_set: str | None) -> torch.Tensor:
         """(B, T, 3, H, W) -> (B, embed_dim); ``adapter_set=None`` runs the frozen tower alone."""
         batch, frames = clips.shape[:2]
-        x = self.visual._embeds(clips.flatten(0, 1))  # (B*T, L, D), ln_pre applied
+        x = self._patch_tokens(clips.flatten(0, 1))  # (B*T, L, D): patches, CLS and spatial position
         if adapter_set in self.temporal_embedding:
             tokens = x.shape[1]
             x = x.view(batch, frames, tokens, -1) + self.temporal_embedding[adapter_set][:, :frames, None, :]
             x = x.view(batch * frames, tokens, -1)
+        x = self.visual.ln_pre(self.visual.patch_dropout(x))
         adapters = self.adapters[adapter_set] if adapter_set is not None else [None] * len(self.visual.transformer.resblocks)
         for block, block_adapters in zip(self.visual.transformer.resblocks, adapters):
             x = self._block(block, block_adapters, x, batch, frames)
@@ -68,6 +70,13 @@ class AdaptedVisionTower(nn.Module):
         if self.visual.proj is not None:
             pooled = pooled @ self.visual.proj
         return pooled.view(batch, frames, -1).mean(dim=1)
+
+    def _patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """open_clip's ``VisionTransformer._embeds`` up to, not including, patch dropout and ``ln_pre``."""
+        visual = self.visual
+        x = visual.conv1(images).flatten(2).transpose(1, 2)  # (N, grid**2, D)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        return torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
 
     def _block(self, block, adapters: AimBlockAdapters | None, x: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
         if adapters is None:
