@@ -12,11 +12,12 @@ rule index:
         overrides=index_overrides_json,
         code=code_fingerprint("index"),
     log:
-        "logs/{ds}/index.log",
+        main="logs/{ds}/index.log",
+        dropped="logs/{ds}/index_dropped.csv",  # kept when the job fails (Snakemake removes failed outputs)
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
     shell:
         "python -m stages.index --dataset-config {input.description} --overrides-json {params.overrides:q}"
-        " --out {output.index} --dropped {output.dropped} > {log} 2>&1"
+        " --out {output.index} --dropped {output.dropped} {log.dropped} > {log.main} 2>&1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from stages.common.errors import StageError
@@ -19,21 +20,48 @@ def numeric_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part.lower() for part in _NUMBER.split(name))
 
 
-def list_frame_files(folder: str | Path) -> list[str]:
-    """Image files of a frame folder in temporal (numeric) order; non-image entries are ignored with a warning."""
+@dataclass(frozen=True)
+class FrameFolder:
+    """What a frame folder holds: image files in temporal (numeric) order, hidden files skipped as DFER-CLIP's
+    ``glob('*')`` skips them (macOS ``._00001.jpg``, ``.DS_Store``), other entries, and zero-byte images."""
+
+    files: list[str]
+    hidden: list[str]
+    other: list[str]
+    empty: list[str]
+
+
+def scan_frame_folder(folder: str | Path, check_sizes: bool = False) -> FrameFolder:
+    """The folder's entries by kind; ``check_sizes`` also lists zero-byte images (one stat per file)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise StageError(f"{folder}: frame folder not found. Fix the path in the annotation list or remove the clip.")
-    images, ignored = [], []
+    images, hidden, other = [], [], []
     with os.scandir(folder) as entries:  # scandir: no stat call per file, which matters for 1000-frame folders
         for entry in entries:
-            is_image = os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
-            (images if is_image else ignored).append(entry)
-    if ignored:
-        warnings.warn(f"{folder}: ignoring {len(ignored)} non-image entries ({', '.join(sorted(e.name for e in ignored)[:5])})")
-    if not images:
+            if entry.name.startswith("."):
+                hidden.append(entry.name)
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                images.append(entry)
+            else:
+                other.append(entry.name)
+    images.sort(key=lambda e: numeric_key(e.name))
+    empty = [e.name for e in images if e.stat().st_size == 0] if check_sizes else []
+    return FrameFolder([e.path for e in images], sorted(hidden), sorted(other), empty)
+
+
+def list_frame_files(folder: str | Path) -> list[str]:
+    """Image files of a frame folder in temporal (numeric) order; hidden files are skipped (the index stage
+    reports them), other non-image entries are ignored with a warning."""
+    return _frame_files(folder, scan_frame_folder(folder))
+
+
+def _frame_files(folder, scan: FrameFolder) -> list[str]:
+    if scan.other:
+        warnings.warn(f"{folder}: ignoring {len(scan.other)} non-image entries ({', '.join(scan.other[:5])})")
+    if not scan.files:
         raise StageError(f"{folder}: no image files. Re-extract the frames or remove the clip from the annotation list.")
-    return [e.path for e in sorted(images, key=lambda e: numeric_key(e.name))]
+    return scan.files
 
 
 def source_kind(path: str | Path) -> str:
@@ -62,9 +90,14 @@ def count_video_frames(path: str | Path) -> int:
         raise StageError(f"{path}: unreadable video ({err}). Re-encode or re-download it, or remove it from the list.") from err
 
 
-def count_frames(path: str | Path) -> tuple[str, int]:
-    """(kind, number of frames) of a frame folder or video file."""
+def count_frames(path: str | Path) -> tuple[str, int, list[str]]:
+    """(kind, number of frames, hidden files skipped) of a frame folder or video file; StageError when a frame
+    file is empty (0 bytes), which no decoder can read."""
     kind = source_kind(path)
-    if kind == "frames":
-        return kind, len(list_frame_files(path))
-    return kind, count_video_frames(path)
+    if kind == "video":
+        return kind, count_video_frames(path), []
+    scan = scan_frame_folder(path, check_sizes=True)
+    if scan.empty:
+        raise StageError(f"{path}: {len(scan.empty)} frame files are empty, 0 bytes ({', '.join(scan.empty[:5])}). "
+                         "Re-extract or re-copy the frames, or remove the clip from the annotation list.")
+    return kind, len(_frame_files(path, scan)), scan.hidden

@@ -26,7 +26,7 @@ INDEX_SCHEMA = pa.schema(
 )
 
 # results/{ds}/index_dropped.csv columns (human-readable report of unusable clips).
-DROPPED_COLUMNS = ["file", "line", "path", "reason"]
+DROPPED_COLUMNS = ["file", "line", "path", "reason", "clip_id"]
 
 # results/{ds}/frames/{shard}.parquet
 FRAMES_SCHEMA = pa.schema(

@@ -24,6 +24,7 @@ class Problem:
     line: int
     path: str
     reason: str
+    clip_id: str = ""  # the clip the line names, when it names one
 
 
 def parse_line(text: str, file: str, line: int) -> ListEntry | Problem | None:
@@ -32,6 +33,10 @@ def parse_line(text: str, file: str, line: int) -> ListEntry | Problem | None:
     if not text:
         return None
     fields = text.split()
+    if len(fields) > 3 and all(f.lstrip("-").isdigit() for f in fields[-2:]):
+        path = text.rsplit(None, 2)[0]
+        return Problem(file, line, path, f"the path {path!r} contains spaces: the lists are split on spaces "
+                                         "(DFER-CLIP's loader too), so rename it without spaces and fix the list")
     if len(fields) != 3:
         return Problem(file, line, fields[0] if fields else "", f"malformed line: expected 3 fields '<path> <num_frames> <label>', got {len(fields)}")
     path, frames, label = fields

@@ -10,6 +10,7 @@ from stages.common.datasets import dataset_config_from_dict
 from stages.common.errors import StageError
 from stages.index.__main__ import main as index_main
 from stages.index.annotations import ListEntry, Problem, parse_line, read_list, rewrite_prefix
+import stages.index.stage as index_stage
 from stages.index.stage import build_index, check_drop_fraction, clip_id_for
 
 CLASSES = ["happiness", "sadness", "neutral", "anger", "surprise", "disgust", "fear"]
@@ -97,12 +98,12 @@ def test_build_index_recounts_merges_folds_and_drops_bad_clips(tmp_path):
             f"{PREFIX}/DFEW_Frame_Face/00001 20 9")          # conflicting label, no final newline
     result = build_index(dataset(tmp_path, train, test), progress=False)
     rows = {r["clip_id"]: r for r in result.table.to_pylist()}
-    assert set(rows) == {"dfew-00001", "dfew-00002", "dfew-00004"}
-    assert rows["dfew-00001"]["n_frames"] == 20 and result.recounted == 1
+    assert set(rows) == {"dfew-00001", "dfew-00002", "dfew-00004.mp4"}
+    assert rows["dfew-00001"]["n_frames"] == 20 and [r.clip_id for r in result.recounts] == ["dfew-00001"]
     assert rows["dfew-00001"]["splits"] == [{"fold": "fold1", "split": "train"}]
     assert rows["dfew-00002"]["n_frames"] == 12 and rows["dfew-00002"]["source_kind"] == "frames"
-    assert rows["dfew-00004"]["n_frames"] == 18 and rows["dfew-00004"]["source_kind"] == "video"
-    assert rows["dfew-00004"]["splits"] == [{"fold": "fold1", "split": "test"}]
+    assert rows["dfew-00004.mp4"]["n_frames"] == 18 and rows["dfew-00004.mp4"]["source_kind"] == "video"
+    assert rows["dfew-00004.mp4"]["splits"] == [{"fold": "fold1", "split": "test"}]
     reasons = {(Path(p.file).name, p.line): p.reason for p in result.problems}
     assert "no image files" in reasons[("train.txt", 3)]
     assert "no such file" in reasons[("train.txt", 4)]
@@ -147,3 +148,118 @@ def test_a_root_with_another_layout_names_the_expected_folder(tmp_path):
     (tmp_path / "Clip" / "clip_224x224" / "00001").mkdir(parents=True)  # DFEW's other folder, not the face frames
     with pytest.raises(StageError, match="DFEW_Frame_Face/.*does not exist"):
         build_index(dataset(tmp_path, f"{PREFIX}/DFEW_Frame_Face/00001 16 0\n", ""), progress=False)
+
+
+# ---------------------------------------------------------------- ids, counting and reporting (issue 8, items 5-6)
+
+def test_clip_ids_are_injective_and_readable_where_possible(tmp_path):
+    ds = dataset(tmp_path, "", "")
+    base = f"{tmp_path}/DFEW_Frame_Face"
+    names = ["表情.mp4", "笑顔.mp4", "a b", "a-b", "a/b", "a_b", "x.mp4", "x", "x.avi", "Ünïcode", "Unicode"]
+    ids = {name: clip_id_for(ds, f"{base}/{name}") for name in names}
+    assert len(set(ids.values())) == len(names), ids
+    assert ids["a/b"] == "dfew-a-b" and ids["a_b"] == "dfew-a_b" and ids["x.mp4"] == "dfew-x.mp4"
+    assert ids["a b"].startswith("dfew-a-b--") and ids["a-b"].startswith("dfew-a-b--")
+    assert ids["表情.mp4"].startswith("dfew-mp4--")
+    assert clip_id_for(ds, f"{base}/a/../a/b/") == ids["a/b"]  # one folder, one id
+
+
+def test_an_id_collision_stops_the_index_naming_both_lines(tmp_path, monkeypatch):
+    monkeypatch.setattr(index_stage, "ID_HASH_CHARS", 0)  # 'a+b' and 'a-b' now share the id 'dfew-a-b--'
+    write_frames(tmp_path / "DFEW_Frame_Face" / "a+b", 16)
+    write_frames(tmp_path / "DFEW_Frame_Face" / "a-b", 16)
+    ds = dataset(tmp_path, f"{PREFIX}/DFEW_Frame_Face/a-b 16 0\n", f"\n{PREFIX}/DFEW_Frame_Face/a+b 16 0\n")
+    with pytest.raises(StageError, match=r"dfew-a-b-- names two different clips: .*a-b \(.*train.txt:1\) and .*a\+b \(.*test.txt:2\)"):
+        build_index(ds, progress=False)
+
+
+def test_a_path_with_spaces_is_reported_as_such():
+    problem = parse_line("/data/DFEW/my clips/00001 144 1", "a.txt", 7)
+    assert isinstance(problem, Problem) and problem.path == "/data/DFEW/my clips/00001"
+    assert "contains spaces" in problem.reason and "fields" not in problem.reason
+
+
+def lists_over_folds(root: Path, folds: int, lines: dict[str, str]) -> dict:
+    """The same list text as train and test of every fold."""
+    (root / "annotation").mkdir(parents=True, exist_ok=True)
+    spec = {}
+    for k in range(1, folds + 1):
+        for split in ("train", "test"):
+            (root / "annotation" / f"{split}{k}.txt").write_text(lines[split])
+        spec[f"fold{k}"] = {"train": f"annotation/train{k}.txt", "test": f"annotation/test{k}.txt"}
+    return spec
+
+
+def test_dropped_counts_clips_not_list_lines(tmp_path):
+    """One bad clip named by 6 lists is one unusable clip of 21, under a 10 % threshold; a clip whose label
+    disagrees in one list is kept, so it is not dropped either."""
+    good = [f"{k:05d}" for k in range(1, 21)]
+    for name in good:
+        write_frames(tmp_path / "DFEW_Frame_Face" / name, 16)
+    train = "".join(f"{PREFIX}/DFEW_Frame_Face/{name} 16 0\n" for name in good[:10]) + f"{PREFIX}/DFEW_Frame_Face/bad clip 16 1\n"
+    test = "".join(f"{PREFIX}/DFEW_Frame_Face/{name} 16 0\n" for name in good[10:]) + f"{PREFIX}/DFEW_Frame_Face/bad clip 16 1\n"
+    folds = lists_over_folds(tmp_path, 3, {"train": train, "test": test})
+    (tmp_path / "annotation" / "test3.txt").write_text(test.replace("00011 16 0", "00011 16 2"))
+    ds = dataset_config_from_dict({"name": "dfew", "root": str(tmp_path), "classes": CLASSES, "id_root": "DFEW_Frame_Face",
+                                   "path_prefix": {"from": PREFIX}, "folds": folds, "max_drop_fraction": 0.1})
+    result = build_index(ds, progress=False)
+    assert result.kept == 20 and len(result.problems) == 7
+    assert result.dropped_clips == [clip_id_for(ds, f"{tmp_path}/DFEW_Frame_Face/bad clip")]
+    assert result.referenced == 21
+    check_drop_fraction(result, ds)  # 1 of 21 clips, not 7 of 27 lines
+
+
+def write_yaml(tmp_path: Path, **extra) -> Path:
+    yaml_path = tmp_path / "ds.yaml"
+    yaml_path.write_text(
+        f"name: dfew\nroot: /nonexistent\nclasses: {CLASSES}\npath_prefix: {{from: {PREFIX}}}\nid_root: DFEW_Frame_Face\n"
+        "folds: {fold1: {train: annotation/train.txt, test: annotation/test.txt}}\n"
+        + "".join(f"{k}: {v}\n" for k, v in extra.items()))
+    return yaml_path
+
+
+def test_dropped_report_is_written_also_when_the_threshold_fails(tmp_path):
+    write_frames(tmp_path / "DFEW_Frame_Face" / "00001", 16)
+    dataset(tmp_path, f"{PREFIX}/DFEW_Frame_Face/00001 16 0\n{PREFIX}/DFEW_Frame_Face/00002 16 0\n", "")
+    out, log_copy = tmp_path / "out", tmp_path / "logs" / "index_dropped.csv"
+    with pytest.raises(StageError, match=r"1 of 2 clips are unusable.*index_dropped.csv"):
+        index_main(["--dataset-config", str(write_yaml(tmp_path, max_drop_fraction=0.1)),
+                    "--overrides-json", f'{{"root": "{tmp_path}"}}', "--out", str(out / "index.parquet"),
+                    "--dropped", str(out / "dropped.csv"), str(log_copy)])
+    for path in (out / "dropped.csv", log_copy):
+        assert "DFEW_Frame_Face/00002" in path.read_text() and "dfew-00002" in path.read_text()
+    assert not (out / "index.parquet").exists()
+
+
+def test_hidden_files_are_not_frames_and_empty_frames_drop_the_clip(tmp_path, capsys):
+    faces = tmp_path / "DFEW_Frame_Face"
+    write_frames(faces / "00001", 20)
+    (faces / "00001" / "._00001.jpg").write_bytes(b"\0\5\26\7 AppleDouble")  # macOS resource fork
+    (faces / "00001" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    write_frames(faces / "00002", 20)
+    (faces / "00002" / "00007.jpg").write_bytes(b"")  # truncated copy
+    from stages.frames.decode import list_frame_files
+    assert [Path(f).name for f in list_frame_files(faces / "00001")] == [f"{k:05d}.jpg" for k in range(1, 21)]
+    lines = f"{PREFIX}/DFEW_Frame_Face/00001 20 0\n{PREFIX}/DFEW_Frame_Face/00002 20 0\n"
+    dataset(tmp_path, lines, "")
+    out = tmp_path / "out"
+    index_main(["--dataset-config", str(write_yaml(tmp_path, max_drop_fraction=0.6)),
+                "--overrides-json", f'{{"root": "{tmp_path}"}}', "--out", str(out / "index.parquet"),
+                "--dropped", str(out / "dropped.csv")])
+    table = pq.read_table(out / "index.parquet").to_pylist()
+    assert [(r["clip_id"], r["n_frames"]) for r in table] == [("dfew-00001", 20)]
+    assert "00007.jpg" in (out / "dropped.csv").read_text() and "0 bytes" in (out / "dropped.csv").read_text()
+    log = capsys.readouterr().err
+    assert "ignored hidden files of dfew-00001" in log and "._00001.jpg" in log
+
+
+def test_corrected_frame_counts_are_named(tmp_path, capsys):
+    write_frames(tmp_path / "DFEW_Frame_Face" / "00001", 20)
+    write_frames(tmp_path / "DFEW_Frame_Face" / "00002", 16)
+    dataset(tmp_path, f"{PREFIX}/DFEW_Frame_Face/00001 144 0\n{PREFIX}/DFEW_Frame_Face/00002 16 0\n", "")
+    out = tmp_path / "out"
+    index_main(["--dataset-config", str(write_yaml(tmp_path)), "--overrides-json", f'{{"root": "{tmp_path}"}}',
+                "--out", str(out / "index.parquet"), "--dropped", str(out / "dropped.csv")])
+    log = capsys.readouterr().err
+    assert "recounted dfew-00001: " in log and "lists 144 frames, the folder has 20" in log
+    assert "recounted dfew-00002" not in log
