@@ -1,10 +1,13 @@
-"""AIM fidelity of the adapted vision tower (SPEC §4.2): temporal embedding before ln_pre."""
+"""AIM fidelity of the adapted vision tower (SPEC §4.2): temporal embedding before ln_pre, stochastic depth."""
 from __future__ import annotations
 
+import pytest
 import torch
+import yaml
 from torch import nn
 
-from stages.train.models.encoders import AdaptedVisionTower
+from stages.train.models.encoders import AdaptedVisionTower, drop_path_schedule
+from stages.train.models.fineclip import FineClipConfig
 from stages.train.models.towers import TowerConfig, build_clip
 
 TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "patch_size": 16, "head_width": 16},
@@ -21,9 +24,9 @@ def block_inputs(tower: AdaptedVisionTower, clips: torch.Tensor) -> list[torch.T
     seen = []
     run_block = tower._block
 
-    def recording(block, adapters, x, batch, frames):
+    def recording(block, adapters, x, *rest):
         seen.append(x.detach().clone())
-        return run_block(block, adapters, x, batch, frames)
+        return run_block(block, adapters, x, *rest)
 
     tower._block = recording
     tower(clips, "video")
@@ -45,3 +48,49 @@ def test_temporal_embedding_is_added_before_ln_pre():
     expected = ln_pre(with_time.view(8, tokens, -1))
     first_block_input = block_inputs(tower, clips)[0]
     assert torch.allclose(first_block_input, expected, atol=1e-5)
+
+
+def with_adapters(tower: AdaptedVisionTower, branches: tuple[str, ...]) -> AdaptedVisionTower:
+    """Give the named adapter branches non-zero up-projections (fresh adapters add nothing, so nothing to drop)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for block in tower.adapters["video"]:
+            for branch in branches:
+                getattr(block, branch).up.weight.normal_(std=0.5)
+    return tower
+
+
+def test_drop_path_rate_rises_linearly_from_zero_to_the_configured_rate():
+    assert drop_path_schedule(0.2, 12) == pytest.approx([0.2 * k / 11 for k in range(12)])
+    assert vision_tower(drop_path_rate=0.2).drop_path_rates == pytest.approx((0.0, 0.1, 0.2))
+    assert FineClipConfig().drop_path_rate == 0.2  # AIM's K400 setting
+    config = yaml.safe_load(open("config/config.yaml", encoding="utf-8"))
+    assert config["train"]["fineclip"]["drop_path_rate"] == 0.2
+
+
+def test_drop_path_leaves_evaluation_unchanged():
+    clips = torch.rand(2, 4, 3, 32, 32)
+    plain = with_adapters(vision_tower(drop_path_rate=0.0), ("temporal", "spatial", "mlp")).eval()
+    dropping = with_adapters(vision_tower(drop_path_rate=0.5), ("temporal", "spatial", "mlp")).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(clips, "video"), dropping(clips, "video"))
+
+
+@pytest.mark.parametrize("branch", ["temporal", "mlp"])
+def test_drop_path_acts_in_training_on_the_temporal_and_mlp_adapter_branches(branch):
+    clips = torch.rand(2, 4, 3, 32, 32)
+    plain = with_adapters(vision_tower(drop_path_rate=0.0), (branch,)).train()
+    dropping = with_adapters(vision_tower(drop_path_rate=0.9), (branch,)).train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert not torch.allclose(plain(clips, "video"), dropping(clips, "video"), atol=1e-4)
+
+
+def test_drop_path_spares_the_spatial_adapter_and_the_frozen_path():
+    clips = torch.rand(2, 4, 3, 32, 32)
+    tower = with_adapters(vision_tower(drop_path_rate=0.9), ("spatial",))
+    with torch.no_grad():
+        evaluated = tower.eval()(clips, "video")
+        torch.manual_seed(0)
+        trained = tower.train()(clips, "video")
+    assert torch.allclose(trained, evaluated, atol=1e-6)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from open_clip.transformer import ResidualAttentionBlock, text_global_pool
 from torch import nn
+from torchvision.ops import stochastic_depth
 
 from stages.train.models.adapters import BottleneckAdapter
 
@@ -18,6 +19,11 @@ def _attention(block: ResidualAttentionBlock, x: torch.Tensor, attn_mask: torch.
     if not block.attn.batch_first:
         return block.attention(x.transpose(0, 1), attn_mask=attn_mask).transpose(0, 1)
     return block.attention(x, attn_mask=attn_mask)
+
+
+def drop_path_schedule(rate: float, layers: int) -> tuple[float, ...]:
+    """AIM's per-block drop-path rates: linear from 0 (first block) to ``rate`` (last block)."""
+    return tuple(torch.linspace(0.0, rate, layers).tolist())
 
 
 class AimBlockAdapters(nn.Module):
@@ -33,17 +39,20 @@ class AimBlockAdapters(nn.Module):
 class AdaptedVisionTower(nn.Module):
     """CLIP's ViT with AIM-style adapters (SPEC §4.2): images or clips -> one embedding per clip.
 
-    Per block: ``x += T(attn(ln_1(x)))`` over time (reusing the frozen attention), ``x += S(attn(ln_1(x)))``,
-    ``x += mlp(ln_2(x)) + s * M(ln_2(x))``. Frame embeddings (CLS after ln_post and proj) are averaged over time.
+    Per block: ``x += drop(T(attn(ln_1(x))))`` over time (reusing the frozen attention), ``x += S(attn(ln_1(x)))``,
+    ``x += mlp(ln_2(x)) + drop(s * M(ln_2(x)))``. Frame embeddings (CLS after ln_post and proj) are averaged over time.
+    ``drop`` is AIM's stochastic depth, active in training only, its rate rising linearly from 0 in the first block
+    to ``drop_path_rate`` in the last.
     """
 
     def __init__(self, visual: nn.Module, adapter_sets: dict[str, bool], num_frames: int, ratio: float = 0.25,
-                 mlp_scale: float = 0.5):
+                 mlp_scale: float = 0.5, drop_path_rate: float = 0.0):
         super().__init__()
         self.visual = visual
         width = visual.conv1.out_channels
         layers = len(visual.transformer.resblocks)
         self.mlp_scale = mlp_scale
+        self.drop_path_rates = drop_path_schedule(drop_path_rate, layers)
         self.adapters = nn.ModuleDict({
             name: nn.ModuleList(AimBlockAdapters(width, ratio, temporal) for _ in range(layers))
             for name, temporal in adapter_sets.items()
@@ -64,8 +73,8 @@ class AdaptedVisionTower(nn.Module):
             x = x.view(batch * frames, tokens, -1)
         x = self.visual.ln_pre(self.visual.patch_dropout(x))
         adapters = self.adapters[adapter_set] if adapter_set is not None else [None] * len(self.visual.transformer.resblocks)
-        for block, block_adapters in zip(self.visual.transformer.resblocks, adapters):
-            x = self._block(block, block_adapters, x, batch, frames)
+        for block, block_adapters, rate in zip(self.visual.transformer.resblocks, adapters, self.drop_path_rates):
+            x = self._block(block, block_adapters, x, batch, frames, rate)
         pooled, _ = self.visual._pool(x)
         if self.visual.proj is not None:
             pooled = pooled @ self.visual.proj
@@ -78,17 +87,24 @@ class AdaptedVisionTower(nn.Module):
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         return torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
 
-    def _block(self, block, adapters: AimBlockAdapters | None, x: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+    def _block(self, block, adapters: AimBlockAdapters | None, x: torch.Tensor, batch: int, frames: int,
+               drop_rate: float = 0.0) -> torch.Tensor:
         if adapters is None:
             return block(x)
         if adapters.temporal is not None and frames > 1:
             tokens, width = x.shape[1:]
             xt = x.view(batch, frames, tokens, width).transpose(1, 2).reshape(batch * tokens, frames, width)
             xt = adapters.temporal(_attention(block, block.ln_1(xt)))
-            x = x + xt.view(batch, tokens, frames, width).transpose(1, 2).reshape(batch * frames, tokens, width)
+            xt = xt.view(batch, tokens, frames, width).transpose(1, 2).reshape(batch * frames, tokens, width)
+            x = x + self._drop_path(xt, drop_rate)
         x = x + block.ls_1(adapters.spatial(_attention(block, block.ln_1(x))))
         normed = block.ln_2(x)
-        return x + block.ls_2(block.mlp(normed)) + self.mlp_scale * adapters.mlp(normed)
+        return x + block.ls_2(block.mlp(normed)) + self._drop_path(self.mlp_scale * adapters.mlp(normed), drop_rate)
+
+    def _drop_path(self, branch: torch.Tensor, rate: float) -> torch.Tensor:
+        """AIM's DropPath as it acts in AIM's code: AIM's tokens are laid out (L, B*T, D) when timm's DropPath draws
+        one keep/drop per leading index, so each token position's branch is dropped for the whole batch at once."""
+        return stochastic_depth(branch.transpose(0, 1), rate, "row", self.training).transpose(0, 1)
 
 
 class AdaptedTextTower(nn.Module):

@@ -30,6 +30,7 @@ class FineClipConfig:
     adapter_ratio: float = 0.25
     mlp_scale: float = 0.5  # s of Eq. 7
     temporal_adapter: bool = True
+    drop_path_rate: float = 0.2  # AIM's stochastic depth on the temporal and MLP adapter branches (last block)
     positive_prompt: str = "A person with an expression of {}."
     negative_prompt: str = "A person with an expression of no {}."
     detach_loss_weights: bool = True  # Eq. 11 weights act as constants in the loss (see docs/METHOD.md)
@@ -42,6 +43,8 @@ class FineClipConfig:
         config = cls(**raw)
         if config.variant not in VARIANTS:
             raise StageError(f"model config: variant must be one of {sorted(VARIANTS)}, got {config.variant!r}.")
+        if not 0.0 <= config.drop_path_rate < 1.0:
+            raise StageError(f"model config: drop_path_rate must be in [0, 1), got {config.drop_path_rate!r}.")
         return config
 
     @property
@@ -79,7 +82,8 @@ class FineClip(nn.Module):
         self.class_names = list(class_names)
         uses_faces = "parsing" in config.modalities
         vision_sets = {"video": config.temporal_adapter, **({"face": False} if uses_faces else {})}
-        self.vision = AdaptedVisionTower(clip.model.visual, vision_sets, num_frames, config.adapter_ratio, config.mlp_scale)
+        self.vision = AdaptedVisionTower(clip.model.visual, vision_sets, num_frames, config.adapter_ratio, config.mlp_scale,
+                                         config.drop_path_rate)
         self.label_text = AdaptedTextTower(clip.model, ("positive", "negative"), config.adapter_ratio)
         self.fine_text = None
         if "text" in config.modalities:
