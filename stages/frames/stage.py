@@ -1,8 +1,9 @@
 """Frames stage: for each clip of one shard, decode the sampled frames, face-crop, resize, store JPEGs.
 
 Input ``results/{ds}/index.parquet`` (INDEX_SCHEMA); output ``results/{ds}/frames/{shard}.parquet``
-(FRAMES_SCHEMA). Per clip we keep the test indices (centre of each segment), ``K`` training
-candidates per segment, and the JPEG of every distinct frame among them.
+(FRAMES_SCHEMA). Per clip we keep the test indices (centre of each segment), the training candidates of
+each segment (every frame of it by default, or ``K`` evenly spread ones), and the JPEG of every distinct
+frame among them.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from stages.frames.decode import read_frames
 
 DEFAULTS = {
     "num_segments": 16,
-    "candidates_per_segment": 3,
+    "candidates_per_segment": sampling.ALL,  # exact DFER-CLIP training draw; an integer K is cheaper
     "size": 224,
     "jpeg_quality": 90,
     "face_crop": {"enabled": False, "margin": 0.25, "upsample": 1},
@@ -46,8 +47,12 @@ def load_config(cfg: dict) -> dict:
         return {k: merge(v, given.get(k, {}), f".{k}") if isinstance(v, dict) else given.get(k, v) for k, v in defaults.items()}
 
     out = merge(DEFAULTS, cfg, "")
-    if out["num_segments"] < 1 or out["candidates_per_segment"] < 1 or out["size"] < 1:
-        raise StageError("frames config: num_segments, candidates_per_segment and size must be >= 1.")
+    k = out["candidates_per_segment"]
+    if k != sampling.ALL and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise StageError(f"frames config: candidates_per_segment must be '{sampling.ALL}' (every frame of each "
+                         f"segment, DFER-CLIP's exact draw) or an integer >= 1, got {k!r}.")
+    if out["num_segments"] < 1 or out["size"] < 1:
+        raise StageError("frames config: num_segments and size must be >= 1.")
     if not 0 <= out["max_failed_fraction"] <= 1:
         raise StageError("frames config: max_failed_fraction must lie in [0, 1].")
     return out

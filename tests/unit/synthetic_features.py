@@ -23,16 +23,17 @@ def grey(frame_number: int) -> np.ndarray:
 
 
 def clip_row(clip_id, n, splits, label=0, image=grey, parsing=None, landmarks=None, status="detected",
-             caption_hint="none"):
-    """A FEATURES_SCHEMA row; ``image``/``parsing``/``landmarks`` give each stored frame's content."""
-    needed = sampling.needed_frames(n, T, K)
+             caption_hint="none", k=K):
+    """A FEATURES_SCHEMA row; ``image``/``parsing``/``landmarks`` give each stored frame's content; ``k`` training
+    candidates per segment (``sampling.ALL``: every frame of each segment)."""
+    needed = sampling.needed_frames(n, T, k)
     lm = np.zeros((68, 2), np.float32) if landmarks is None else landmarks
     classes = np.zeros((STORED, STORED), np.uint8) if parsing is None else parsing
     statuses = status if isinstance(status, list) else [status] * len(needed)
     return dict(clip_id=clip_id, label=label, class_name=f"class{label}", n_frames=n,
                 splits=[{"fold": f, "split": s} for f, s in splits],
                 test_indices=sampling.test_indices(n, T).tolist(),
-                train_candidates=sampling.train_candidates(n, T, K).ravel().tolist(),
+                train_candidates=sampling.train_candidates(n, T, k).ravel().tolist(),
                 frame_indices=needed.tolist(), jpeg=[jpeg(image(int(i))) for i in needed],
                 parsing_png=[encode_parsing(classes)] * len(needed), landmarks=[lm.ravel().tolist()] * len(needed),
                 face_status=statuses, width=STORED, height=STORED, caption=f"caption {clip_id}",

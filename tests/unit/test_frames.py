@@ -128,6 +128,55 @@ def test_needed_frames_is_sorted_union():
         assert need.tolist() == sorted(expected)
 
 
+@pytest.mark.parametrize("n", [5, 16, 17, 63, 64, 70, 144, 847])
+def test_all_candidates_are_every_frame_of_each_segment(n):
+    cand = sampling.train_candidates(n, S, sampling.ALL)
+    if n < S:
+        assert cand[:, 0].tolist() == spec_test(n) and cand.shape == (S, 1)
+        return
+    avg = n // S
+    assert cand.tolist() == np.arange(S * avg).reshape(S, avg).tolist()
+    assert sampling.is_exact(n, S, sampling.ALL) and sampling.is_exact(n, S, 3) == (n < 64)
+
+
+def test_training_draw_is_dfer_clips_uniform_draw_over_the_whole_segment():
+    """n = 144 (avg 9 > K = 3): under ALL each segment's offset is U{0..8} as in DFER-CLIP; K = 3 never reaches
+    most offsets."""
+    n, draws = 144, 4000
+    rng = np.random.default_rng(0)
+    exact = sampling.train_candidates(n, S, sampling.ALL)
+    offsets = np.array([sampling.draw_train_indices(exact, rng) - np.arange(S) * 9 for _ in range(draws)])
+    counts = np.bincount(offsets.ravel(), minlength=9)
+    assert counts.size == 9 and abs(counts / counts.sum() - 1 / 9).max() < 0.01
+    cheap = sampling.train_candidates(n, S, 3)
+    assert len(np.unique(sampling.draw_train_indices(cheap, rng) - np.arange(S) * 9)) <= 3
+
+
+def test_default_config_stores_every_frame_of_each_segment(tmp_path):
+    write_folder(tmp_path / "long", 70)  # avg 4 > 3: K = 3 would skip a frame of every segment
+    (row,) = run_stage(tmp_path, [("t-long", tmp_path / "long", "frames", 70)])
+    assert np.array(row["train_candidates"]).reshape(S, 4).tolist() == np.arange(64).reshape(S, 4).tolist()
+    assert row["frame_indices"] == list(range(64)) + [67]  # 67: the last segment's centre
+
+
+def test_real_datasets_use_exact_sampling_and_the_demo_says_why_not():
+    import yaml
+
+    config = yaml.safe_load(open("config/config.yaml"))
+    assert config["frames"]["candidates_per_segment"] == sampling.ALL
+    for ds in ("dfew", "ferv39k", "mafw"):
+        assert "candidates_per_segment" not in str(config["datasets"][ds])
+        assert "candidates_per_segment" not in open(config["datasets"][ds]["settings"]).read()
+    demo = config["datasets"]["demo"]
+    assert demo["frames"]["candidates_per_segment"] == 3 and config["demo"]["max_frames"] < 64
+
+
+def test_config_rejects_a_bad_candidate_count(tmp_path):
+    for bad in (0, "some", True):
+        with pytest.raises(StageError, match="candidates_per_segment must be 'all'"):
+            run_stage(tmp_path, [], candidates_per_segment=bad)
+
+
 # ---------------------------------------------------------------- frame folders
 
 @pytest.mark.parametrize("pattern", ["{}.jpg", "frame_{:05d}.JPG"])

@@ -87,6 +87,23 @@ def test_train_frames_redrawn_per_epoch_and_reproducible(shards):
     assert not torch.equal(first["frames"], other[0]["frames"])
 
 
+def test_training_draws_over_whole_segments_from_an_exact_cache(tmp_path):
+    """A clip cached with every frame of each segment (the default) next to a K = 3 clip: the loader draws each
+    epoch uniformly over the whole segment of the first (avg 9 here), over K frames of the second."""
+    paths = [write_rows(tmp_path / "000.parquet", [
+        clip_row("exact", 144, [("fold1", "train")], k=sampling.ALL),
+        clip_row("cheap", 144, [("fold1", "train")], label=1)])]
+    ds = dataset(paths, modalities={"frames"})
+    seen = {"exact": set(), "cheap": set()}
+    for epoch in range(60):
+        ds.set_epoch(epoch)
+        for i, clip_id in enumerate(ds.clip_ids):
+            drawn = ds[i]["source_frames"].numpy()
+            assert (drawn // 9 == np.arange(T)).all()  # one frame inside each segment
+            seen[clip_id] |= set((drawn % 9).tolist())
+    assert seen["exact"] == set(range(9)) and len(seen["cheap"]) == 3
+
+
 # ---------------------------------------------------------------------------------- augmentation
 
 def test_augmentation_is_the_same_for_every_frame(tmp_path):
