@@ -33,4 +33,4 @@ rule all:
 
 
 onsuccess:
-    report_final_outputs(demo_final_outputs())
+    report_final_outputs(requested_targets())

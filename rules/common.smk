@@ -3,10 +3,14 @@ import functools
 import json
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from stages.common.config import read_settings, stage_section
 from stages.common.datasets import load_dataset_config
 from stages.common.fingerprint import code_fingerprint as stage_code_fingerprint
+from stages.common.outputs import final_outputs_message
 from stages.common.shards import shard_names
+from stages.weights import missing_weights_message, stage_weights
 
 
 wildcard_constraints:
@@ -139,10 +143,27 @@ def feature_shards(wildcards):
     return shard_outputs(wildcards.ds, "features")
 
 
+def model_towers(model):
+    """Names of the towers (config train.towers) a model reads."""
+    return ("dfer_clip",) if model == "dfer-clip" else ("clip",) + (("long_clip",) if "dagger" in model else ())
+
+
+def require_weights(ds, towers=(), captions=True):
+    """Stop the plan with one message naming every missing weights file a job and the jobs before it need (towers,
+    FaceXFormer, Video-LLaVA), with its format and where it is published; otherwise Snakemake would report one
+    missing input per rule, one run at a time."""
+    train = merged_stage_config("train", ds) if towers else None
+    captions_section = merged_stage_config("captions", ds) if captions else None
+    message = missing_weights_message(stage_weights(train, merged_stage_config("faces", ds), captions_section, towers))
+    if message:
+        raise WorkflowError(f"dataset {ds}: {message}")
+
+
 def tower_weights(ds, model):
     """Local weight files of the towers a model uses (random-initialised towers have none)."""
+    names = model_towers(model)
+    require_weights(ds, names)
     towers = merged_stage_config("train", ds)["towers"]
-    names = ["dfer_clip"] if model == "dfer-clip" else ["clip"] + (["long_clip"] if "dagger" in model else [])
     return [ancient(towers[n]["weights"]) for n in names if not towers[n].get("random_init") and towers[n].get("weights")]
 
 
@@ -155,6 +176,7 @@ def zeroshot_weights(wildcards):
 
 
 def faces_weights(wildcards):
+    require_weights(wildcards.ds, captions=False)
     section = merged_stage_config("faces", wildcards.ds)
     return [ancient(section["checkpoint"])] if section["backend"] == "facexformer" else []
 
@@ -164,6 +186,7 @@ def faces_gpus(wildcards):
 
 
 def captions_weights(wildcards):
+    require_weights(wildcards.ds)
     section = merged_stage_config("captions", wildcards.ds)
     return [ancient(section["video_llava"]["model_dir"])] if section["backend"] == "video-llava" else []
 
@@ -248,10 +271,15 @@ def demo_final_outputs():
     return ["results/demo/fold1/metrics.json"]
 
 
+def requested_targets():
+    """The files this run was asked for: the command line's targets, or the inputs of a target rule such as `all`."""
+    dag = workflow.dag
+    files = dag.derived_targetfiles or {f for job in dag.targetjobs for f in job.output}  # a rule named as target
+    return sorted(str(f) for f in files)
+
+
 def report_final_outputs(paths):
-    """Say where the default target's results are (when this run made or kept them)."""
-    existing = [path for path in paths if Path(path).exists()]
-    if existing:
-        print("\nDone. Main results:")
-        for path in existing:
-            print(f"  {path}  (confusion.png beside it; training_curves.png in the model's folder)")
+    """Say where the requested targets' results are (when this run made or kept them)."""
+    message = final_outputs_message(paths)
+    if message:
+        print(message)

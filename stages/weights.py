@@ -24,23 +24,62 @@ class WeightsItem:
     tower: dict | None = None  # the tower config, for CLIP-like weights
 
 
+# What each kind of weights is and where it is published, for messages printed before any run (no torch import).
+WEIGHTS_FORMATS = {
+    "clip": ("OpenAI CLIP checkpoint of the configured architecture (TorchScript archive as released, or a state dict)",
+             "the openai/CLIP release: `{arch}.pt` (download URLs in clip/clip.py of github.com/openai/CLIP)"),
+    "long_clip": ("Long-CLIP state dict (248 text positions)",
+                  "Hugging Face BeichenZhang/LongCLIP-B, file longclip-B.pt"),
+    "facexformer": ("torch checkpoint whose 'state_dict_backbone' entry holds FaceXFormer's weights",
+                    "Hugging Face kartiknarayan/facexformer, file ckpts/model.pt (about 1.1 GB)"),
+    "video-llava": ("folder in transformers format (config.json, tokenizer files, safetensors shards)",
+                    "Hugging Face LanguageBind/Video-LLaVA-7B-hf (the whole repository)"),
+}
+TOWER_KINDS = {"clip": "clip", "long_clip": "long_clip", "dfer_clip": "clip"}
+
+
+def stage_weights(train: dict | None, faces: dict | None, captions: dict | None,
+                  towers: tuple[str, ...] = tuple(TOWER_KINDS)) -> list[WeightsItem]:
+    """The weights named by these stage sections (None: the stage is not needed): ``towers`` of the train
+    section that are not random-initialised, FaceXFormer's checkpoint and the Video-LLaVA folder when in use."""
+    items = []
+    for name in towers if train else ():
+        tower = train["towers"].get(name) or {}
+        if tower.get("weights") and not tower.get("random_init"):
+            items.append(WeightsItem(TOWER_KINDS[name], tower["weights"], tower))
+    if faces and faces["backend"] == "facexformer":
+        items.append(WeightsItem("facexformer", faces["checkpoint"]))
+    if captions and captions["backend"] == "video-llava":
+        items.append(WeightsItem("video-llava", captions["video_llava"]["model_dir"]))
+    return items
+
+
 def configured_weights(config: dict, datasets: list[str]) -> list[WeightsItem]:
     """Every distinct weights file/folder the given datasets' configuration refers to."""
     items: dict[tuple, WeightsItem] = {}
     for ds in datasets:
-        train = stage_section(config, "train", ds)
-        for name, tower in train["towers"].items():
-            if tower.get("weights") and not tower.get("random_init"):
-                kind = "long_clip" if name == "long_clip" else "clip"
-                items[(kind, tower["weights"])] = WeightsItem(kind, tower["weights"], tower)
-        faces = stage_section(config, "faces", ds)
-        if faces["backend"] == "facexformer":
-            items[("facexformer", faces["checkpoint"])] = WeightsItem("facexformer", faces["checkpoint"])
-        captions = stage_section(config, "captions", ds)
-        if captions["backend"] == "video-llava":
-            folder = captions["video_llava"]["model_dir"]
-            items[("video-llava", folder)] = WeightsItem("video-llava", folder)
+        sections = [stage_section(config, stage, ds) for stage in ("train", "faces", "captions")]
+        for item in stage_weights(*sections):
+            items.setdefault((item.kind, item.path), item)
     return list(items.values())
+
+
+def describe_weights(item: WeightsItem) -> str:
+    """``path: format; published as ...`` for one weights file or folder."""
+    what, where = WEIGHTS_FORMATS[item.kind]
+    arch = (item.tower or {}).get("arch", "ViT-B-16")
+    return f"{item.path}: {what}; published as {where.format(arch=arch)}"
+
+
+def missing_weights_message(items: list[WeightsItem]) -> str:
+    """One message naming every missing file of ``items`` with its format and source; "" when none is missing."""
+    missing = list({item.path: item for item in items if not Path(item.path).exists()}.values())
+    if not missing:
+        return ""
+    lines = "\n".join(f"  - {describe_weights(item)}" for item in missing)
+    return (f"{len(missing)} weights file(s) missing (nothing is downloaded at run time; put each at the path shown, "
+            f"or change the path in the config):\n{lines}\n"
+            "Then `python -m stages.weights check` verifies that each one loads.")
 
 
 def sha256_of(path: Path) -> str:
@@ -98,15 +137,20 @@ def main(argv=None) -> None:
     parser.add_argument("--no-load", action="store_true", help="only check presence, size and sha256")
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
-    rows = check(config, args.datasets or list(config["datasets"]), load=not args.no_load)
+    datasets = args.datasets or list(config["datasets"])
+    rows = check(config, datasets, load=not args.no_load)
     if not rows:
         print("no weights configured (every tower is random_init and the offline backends need none)")
     for row in rows:
         size = f"{row['size_mb']:.1f} MB" if row["size_mb"] is not None else "-"
         print(f"{row['kind']:<12} {row['path']:<45} {size:>12}  {row['sha256'][:16] or '-':<16}  {row['status']}")
+    message = missing_weights_message(configured_weights(config, datasets))
+    if message:
+        print(message, file=sys.stderr)
+    if any(row["status"] not in ("ok", "missing") for row in rows):
+        print("some weights do not load: see the README section 'Reproducing the paper on DFEW, FERV39k and MAFW' "
+              "(Weights) for the expected files", file=sys.stderr)
     if any(row["status"] != "ok" for row in rows):
-        print("some weights are missing or broken: see README 'Using a real dataset' for where each comes from",
-              file=sys.stderr)
         sys.exit(1)
 
 

@@ -73,10 +73,19 @@ def test_the_slurm_profile_plans_the_same_dag(workflow_with_dfew):
     assert plan == expected_plan()
 
 
-def test_missing_weights_stop_the_plan_naming_the_file(workflow_with_dfew, tmp_path):
+def test_missing_weights_are_all_named_at_once_before_any_job(tmp_path):
+    """Without weights/ the literal command names every file its target needs in one message, each with its format
+    and source, instead of one MissingInputException per rule and run; the baseline's ViT-B-32 is not needed."""
     workdir = copy_workflow(tmp_path / "noweights")
     fake_dfew(workdir / "data" / "DFEW")
     from tests.workflow.conftest import snakemake
 
     proc = snakemake(workdir, "-n", "results/dfew/fold1/metrics.json", check=False, configfile=None)
-    assert proc.returncode != 0 and "weights/facexformer/model.pt" in proc.stdout + proc.stderr
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "4 weights file(s) missing" in text
+    for path, source in (("weights/ViT-B-16.pt", "openai/CLIP"), ("weights/longclip-B.pt", "BeichenZhang/LongCLIP-B"),
+                         ("weights/facexformer/model.pt", "kartiknarayan/facexformer"),
+                         ("weights/Video-LLaVA-7B-hf", "LanguageBind/Video-LLaVA-7B-hf")):
+        line = next(line for line in text.splitlines() if line.strip().startswith(f"- {path}:"))
+        assert source in line
+    assert "ViT-B-32" not in text and "MissingInputException" not in text
