@@ -10,6 +10,7 @@ from stages.common.datasets import load_dataset_config
 from stages.common.fingerprint import code_fingerprint as stage_code_fingerprint
 from stages.common.outputs import final_outputs_message
 from stages.common.shards import shard_names
+from stages.train.config import with_model_recipe
 from stages.weights import missing_weights_message, stage_weights
 
 
@@ -143,6 +144,11 @@ def feature_shards(wildcards):
     return shard_outputs(wildcards.ds, "features")
 
 
+def model_train_config(ds, model):
+    """The dataset's train section for one model, its `recipes` entry merged in (stages.train.config)."""
+    return with_model_recipe(merged_stage_config("train", ds), model)
+
+
 def model_towers(model):
     """Names of the towers (config train.towers) a model reads."""
     return ("dfer_clip",) if model == "dfer-clip" else ("clip",) + (("long_clip",) if "dagger" in model else ())
@@ -163,7 +169,7 @@ def tower_weights(ds, model):
     """Local weight files of the towers a model uses (random-initialised towers have none)."""
     names = model_towers(model)
     require_weights(ds, names)
-    towers = merged_stage_config("train", ds)["towers"]
+    towers = model_train_config(ds, model)["towers"]
     return [ancient(towers[n]["weights"]) for n in names if not towers[n].get("random_init") and towers[n].get("weights")]
 
 
@@ -192,13 +198,12 @@ def captions_weights(wildcards):
 
 
 def train_config(wildcards):
-    """The dataset's train section with the model named by the path (results/{ds}/{fold}/{model}/...)."""
-    return canonical({**merged_stage_config("train", wildcards.ds), "model": wildcards.model})
+    """The dataset's train section for the model named by the path (results/{ds}/{fold}/{model}/...)."""
+    return canonical(model_train_config(wildcards.ds, wildcards.model))
 
 
 def zeroshot_train_config(wildcards):
-    section = merged_stage_config("train", wildcards.src)
-    return canonical({**section, "model": "dagger", "objective": "contrastive"})
+    return canonical({**model_train_config(wildcards.src, "dagger"), "objective": "contrastive"})
 
 
 def gpus_for(ds):

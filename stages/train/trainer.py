@@ -116,8 +116,12 @@ def save_torch(obj, path: Path) -> None:
 
 
 def lr_at(config: TrainConfig, base_lr: float, epoch: int) -> float:
+    """The rate of a parameter group during 0-based ``epoch``; multistep equals torch's MultiStepLR stepped once
+    per epoch (DFER-CLIP's schedule)."""
     if config.schedule == "cosine":
         return 0.5 * base_lr * (1 + math.cos(math.pi * epoch / config.epochs))
+    if config.schedule == "multistep":
+        return base_lr * config.gamma ** sum(epoch >= milestone for milestone in config.milestones)
     return base_lr
 
 
@@ -125,18 +129,22 @@ def build_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
     groups = model.param_groups(config.lr)
     for group in groups:
         group["initial_lr"] = group["lr"]
-    weight_decay = model.config.weight_decay if hasattr(model.config, "milestones") else config.weight_decay
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=weight_decay)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def multistep_factor(model, epoch: int) -> float:
-    """DFER-CLIP's MultiStepLR (milestones, gamma), applied on top of the configured schedule."""
-    milestones = getattr(model.config, "milestones", None)
-    if not milestones:
-        return 1.0
-    return model.config.gamma ** sum(epoch >= m for m in milestones)
+def recipe_record(config: TrainConfig, optimizer: torch.optim.Optimizer, normalize: str) -> dict:
+    """The optimisation recipe the run used, as metrics.json reports it."""
+    return {
+        "source": config.recipe, "epochs": config.epochs, "batch_size": config.batch_size,
+        "grad_accum": config.grad_accum, "optimizer": config.optimizer, "momentum": config.momentum,
+        "weight_decay": config.weight_decay, "schedule": config.schedule,
+        "milestones": list(config.milestones) if config.schedule == "multistep" else [],
+        "gamma": config.gamma if config.schedule == "multistep" else None,
+        "learning_rates": {group.get("name", str(k)): group["initial_lr"] for k, group in enumerate(optimizer.param_groups)},
+        "input_normalization": normalize,
+    }
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -251,7 +259,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
         train_loader = make_loader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size * processes.world,
                                    epoch=epoch, rank=processes.rank, world=processes.world, **loader_args)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(config, group["initial_lr"], epoch) * multistep_factor(model, epoch)
+            group["lr"] = lr_at(config, group["initial_lr"], epoch)
         model.train()
         losses, correct, seen = [], 0, 0
         optimizer.zero_grad(set_to_none=True)
@@ -310,12 +318,12 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
                        weights_only=False)
     selected_epoch = final["epoch"] + (1 if config.selection == "last" else 0)
     write_outputs(out_dir, final, log_rows, config, towers, dataset_name, fold, class_names, selected_epoch,
-                  train_set.label_hint)
+                  train_set.label_hint, recipe_record(config, optimizer, data_config.normalize))
     return {"selected_epoch": selected_epoch}
 
 
 def write_outputs(out_dir: Path, final: dict, log_rows: list[dict], config: TrainConfig, towers: dict, dataset: str,
-                  fold: str, class_names: list[str], selected_epoch: int, label_hint: str) -> None:
+                  fold: str, class_names: list[str], selected_epoch: int, label_hint: str, recipe: dict) -> None:
     save_torch({"trainable": final["trainable"], "epoch": selected_epoch, "model": config.model}, out_dir / "model.pt")
     with atomic_path(out_dir / "train_log.csv") as tmp:
         with tmp.open("w", newline="") as handle:
@@ -330,7 +338,7 @@ def write_outputs(out_dir: Path, final: dict, log_rows: list[dict], config: Trai
         "dataset": dataset, "fold": fold, "model": config.model, "objective": config.objective,
         "class_names": class_names, "selection": config.selection, "selected_epoch": selected_epoch,
         "epochs": config.epochs, "seed": config.seed, "label_hint": label_hint, "random_init": any(t.random_init for t in towers.values()),
-        "weight_fingerprints": weights, "train_config": asdict(config),
+        "weight_fingerprints": weights, "recipe": recipe, "train_config": asdict(config),
         "trainable_parameters": sum(t.numel() for t in final["trainable"].values()),
     })
 

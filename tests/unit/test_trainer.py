@@ -1,6 +1,7 @@
 """Trainer: outputs, resume after an interruption equals an uninterrupted run, checks on inputs, zero-shot."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from stages.common.errors import StageError
+from stages.evaluate.__main__ import evaluate_fold
 from stages.train.config import TrainConfig
 from stages.train.trainer import fit, zero_shot_predict
 from tests.unit.synthetic_features import clip_row, write_rows
@@ -75,11 +77,22 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(features, tmp_pat
     assert strip((tmp_path / "whole/train_log.csv").read_text()) == strip((tmp_path / "cut/train_log.csv").read_text())
 
 
-def test_dfer_clip_baseline_trains_with_its_own_groups(features, tmp_path):
-    fit(features, "fold1", config(model="dfer-clip", optimizer="sgd", epochs=1), tmp_path, "demo",
+def test_dfer_clip_baseline_trains_with_its_own_recipe_and_records_it(features, tmp_path):
+    recipe = {"epochs": 2, "optimizer": "sgd", "weight_decay": 1e-4, "schedule": "multistep", "milestones": [1]}
+    fit(features, "fold1", config(model="dfer-clip", recipes={"dfer-clip": recipe}), tmp_path, "demo",
         descriptors_path="config/prompts/dfer_clip_descriptors.yaml")
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["model"] == "dfer-clip" and info["trainable_parameters"] > 0
+    with (tmp_path / "train_log.csv").open() as handle:
+        rates = [float(row["lr"]) for row in csv.DictReader(handle)]
+    assert rates == pytest.approx([1e-5, 1e-6])  # the image encoder's rate, x0.1 from the milestone on
+    evaluate_fold(str(tmp_path / "predictions.parquet"), str(tmp_path / "run_info.json"), str(tmp_path / "train_log.csv"),
+                  str(tmp_path / "metrics.json"), str(tmp_path / "confusion.png"), str(tmp_path / "curves.png"))
+    recorded = json.loads((tmp_path / "metrics.json").read_text())["recipe"]
+    assert recorded == {"source": "dfer-clip", "epochs": 2, "batch_size": 4, "grad_accum": 1, "optimizer": "sgd",
+                        "momentum": 0.9, "weight_decay": 1e-4, "schedule": "multistep", "milestones": [1], "gamma": 0.1,
+                        "learning_rates": {"image_encoder": 1e-5, "temporal_net": 1e-2, "prompt_learner": 1e-3},
+                        "input_normalization": "none"}
 
 
 def test_a_variant_whose_inputs_are_missing_stops_clearly(features, tmp_path):

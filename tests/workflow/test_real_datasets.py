@@ -2,13 +2,16 @@
 SLURM profile plans the same DAG."""
 from __future__ import annotations
 
+import json
+import re
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from tests.unit.tiny_video_llava import build_tiny_video_llava
-from tests.workflow.conftest import copy_workflow, planned_jobs
+from tests.workflow.conftest import copy_workflow, planned_jobs, snakemake
 
 AUTHORS_PREFIX = "/data/EECS-IoannisLab/datasets/DFEW"
 TINY = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 16, "patch_size": 16, "head_width": 8},
@@ -89,3 +92,15 @@ def test_missing_weights_are_all_named_at_once_before_any_job(tmp_path):
         line = next(line for line in text.splitlines() if line.strip().startswith(f"- {path}:"))
         assert source in line
     assert "ViT-B-32" not in text and "MissingInputException" not in text
+
+
+def test_the_train_rule_gives_dfer_clip_its_published_recipe(workflow_with_dfew):
+    targets = [f"results/dfew/fold1/{model}/model.pt" for model in ("dfer-clip", "star-dagger")]
+    proc = snakemake(workflow_with_dfew, "-n", "-p", *targets, configfile=None)
+    configs = {model: json.loads(text) for text, model in
+               re.findall(r"--config-json '(\{.*?\})' --out-dir results/dfew/fold1/([\w-]+)", proc.stdout)}
+    dfer, fine = configs["dfer-clip"], configs["star-dagger"]
+    assert (dfer["epochs"], dfer["batch_size"], dfer["schedule"], dfer["milestones"], dfer["recipe"]) == (
+        50, 48, "multistep", [30, 40], "dfer-clip")
+    assert (fine["epochs"], fine["batch_size"], fine["schedule"], fine["recipe"]) == (30, 8, "constant", "shared")
+    assert "recipes" not in dfer and "recipes" not in fine  # one model's recipe does not rerun the others

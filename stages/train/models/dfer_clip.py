@@ -24,10 +24,10 @@ PLACEHOLDER = "X"
 
 @dataclass(frozen=True)
 class DferClipConfig:
-    """Model and optimisation recipe of DFER-CLIP (SPEC §1.6).
+    """DFER-CLIP's model settings and its per-group learning rates (SPEC §1.5-1.6).
 
-    The model uses n_ctx, temporal_layers, temperature and the three learning rates (``param_groups``); the
-    SGD and schedule fields (momentum, weight_decay, milestones, gamma) are recorded here for the trainer.
+    The rest of its recipe (SGD, momentum, weight decay, epochs, batch, MultiStepLR) is trainer-wide and lives in
+    the ``recipes: dfer-clip`` entry of the train section (config/config.yaml).
     """
 
     n_ctx: int = 8
@@ -36,19 +36,13 @@ class DferClipConfig:
     lr_temporal: float = 1e-2
     lr_image: float = 1e-5
     lr_prompt: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    milestones: tuple[int, ...] = (30, 40)  # MultiStepLR, stepped per epoch
-    gamma: float = 0.1
 
     @classmethod
     def from_dict(cls, raw: dict) -> DferClipConfig:
         unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
         if unknown:
-            raise StageError(f"dfer-clip config: unknown keys {unknown}; known keys are {sorted(cls.__dataclass_fields__)}.")
-        raw = dict(raw)
-        if "milestones" in raw:
-            raw["milestones"] = tuple(raw["milestones"])
+            raise StageError(f"dfer-clip config: unknown keys {unknown}; known keys are {sorted(cls.__dataclass_fields__)}. "
+                             "Schedule, momentum and weight decay belong to train.recipes.dfer-clip.")
         return cls(**raw)
 
 
@@ -176,14 +170,14 @@ class DferClip(nn.Module):
             module.requires_grad_(True)
 
     def param_groups(self, lr: float | None = None) -> list[dict]:
-        """SGD groups with DFER-CLIP's per-group rates and weight decay.
+        """Parameter groups with DFER-CLIP's per-group rates.
 
         ``lr`` is accepted for the FineClip interface and ignored: the rates come from DferClipConfig.
         """
         cfg = self.config
         rates = {"image_encoder": cfg.lr_image, "temporal_net": cfg.lr_temporal, "prompt_learner": cfg.lr_prompt}
-        return [{"params": list(getattr(self, name).parameters()), "lr": rate, "weight_decay": cfg.weight_decay,
-                 "name": name} for name, rate in rates.items()]
+        return [{"params": list(getattr(self, name).parameters()), "lr": rate, "name": name}
+                for name, rate in rates.items()]
 
     # -- forward ----------------------------------------------------------------------------------------------
     def class_embeddings(self) -> torch.Tensor:
