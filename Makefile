@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 TARGET ?=
 JOBS   ?= 2
 
-.PHONY: demo test setup clean-results
+.PHONY: demo test test-cluster system-deps setup clean-results
 
 # The stamp is rebuilt whenever pyproject.toml changes, so `make` re-installs only when pins move.
 $(VENV)/.installed: pyproject.toml
@@ -25,6 +25,22 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Debian packages some checks need (root; installs only what is missing): headless Chromium for the report's
+# render test, munge + slurm for test-cluster.
+SYSTEM_PACKAGES := chromium munge slurmctld slurmd slurm-client
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The demo on a real one-node SLURM cluster (started here if needed; root) through workflow/profiles/slurm.
+# CLUSTER_TEST_CONFIGS=tests/config/test.yaml runs the tiny test overlay instead (about 3x faster).
+test-cluster: setup
+	bash tests/cluster/local_slurm.sh
+	$(BIN)/python -m pytest -q tests/cluster
 
 clean-results:
 	rm -rf results .snakemake
