@@ -8,9 +8,27 @@ rule evaluate:
         run_info="results/{ds}/{fold}/{model}/run_info.json",
         log="results/{ds}/{fold}/{model}/train_log.csv",
     output:
-        metrics="results/{ds}/{fold}/{model}/metrics.json",
-        confusion="results/{ds}/{fold}/{model}/confusion.png",
-        curves="results/{ds}/{fold}/{model}/training_curves.png",
+        metrics=report(
+            "results/{ds}/{fold}/{model}/metrics.json",
+            caption="../workflow/report/metrics.rst",
+            category="Results",
+            subcategory="{ds} {fold}",
+            labels={"model": "{model}", "figure": "metrics"},
+        ),
+        confusion=report(
+            "results/{ds}/{fold}/{model}/confusion.png",
+            caption="../workflow/report/confusion.rst",
+            category="Results",
+            subcategory="{ds} {fold}",
+            labels={"model": "{model}", "figure": "confusion matrix"},
+        ),
+        curves=report(
+            "results/{ds}/{fold}/{model}/training_curves.png",
+            caption="../workflow/report/training_curves.rst",
+            category="Results",
+            subcategory="{ds} {fold}",
+            labels={"model": "{model}", "figure": "training curves"},
+        ),
     params:
         code=code_fingerprint("evaluate"),
     log:
@@ -42,7 +60,13 @@ rule summary:
         fold_metrics,
     output:
         json="results/{ds}/summary.json",
-        md="results/{ds}/summary.md",
+        md=report(
+            "results/{ds}/summary.md",
+            caption="../workflow/report/summary.rst",
+            category="Results",
+            subcategory="{ds} all folds",
+            labels={"model": "selected", "figure": "UAR and WAR per fold"},
+        ),
     params:
         code=code_fingerprint("evaluate"),
     log:
@@ -56,7 +80,13 @@ rule compare_models:
     input:
         compared_model_metrics,
     output:
-        "results/{ds}/{fold}/models.md",
+        report(
+            "results/{ds}/{fold}/models.md",
+            caption="../workflow/report/models.rst",
+            category="Results",
+            subcategory="{ds} {fold}",
+            labels={"model": "all compared", "figure": "comparison table"},
+        ),
     params:
         code=code_fingerprint("evaluate"),
     log:

@@ -9,7 +9,13 @@ rule refine:
     output:
         refined="results/{ds}/captions/refined.parquet",
         report="results/{ds}/captions/refinement_report.json",
-        report_md="results/{ds}/captions/refinement_report.md",
+        report_md=report(
+            "results/{ds}/captions/refinement_report.md",
+            caption="../workflow/report/refinement.rst",
+            category="Captions",
+            subcategory="{ds}",
+            labels={"table": "refinement report"},
+        ),
     params:
         cfg=stage_config("refine", drop=["lexicons"]),
         lexicon_dir=lexicon_dir,

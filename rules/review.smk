@@ -9,7 +9,13 @@ rule review_sheet:
         index="results/{ds}/index.parquet",
         earlier=earlier_review_decisions,
     output:
-        "results/{ds}/review/sheet.csv",
+        report(
+            "results/{ds}/review/sheet.csv",
+            caption="../workflow/report/review_sheet.rst",
+            category="Captions",
+            subcategory="{ds}",
+            labels={"table": "review status"},
+        ),
     params:
         sheet=human_review_sheet_target,
         code=code_fingerprint("review"),

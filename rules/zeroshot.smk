@@ -58,9 +58,27 @@ rule zeroshot_evaluate:
         run_info="results/zeroshot/{src}_to_{dst}/run_info.json",
         log="results/zeroshot/{src}/train_log.csv",
     output:
-        metrics="results/zeroshot/{src}_to_{dst}/metrics.json",
-        confusion="results/zeroshot/{src}_to_{dst}/confusion.png",
-        curves="results/zeroshot/{src}_to_{dst}/training_curves.png",
+        metrics=report(
+            "results/zeroshot/{src}_to_{dst}/metrics.json",
+            caption="../workflow/report/zeroshot.rst",
+            category="Zero-shot",
+            subcategory="{src} to {dst}",
+            labels={"transfer": "{src} to {dst}", "figure": "metrics"},
+        ),
+        confusion=report(
+            "results/zeroshot/{src}_to_{dst}/confusion.png",
+            caption="../workflow/report/zeroshot.rst",
+            category="Zero-shot",
+            subcategory="{src} to {dst}",
+            labels={"transfer": "{src} to {dst}", "figure": "confusion matrix"},
+        ),
+        curves=report(
+            "results/zeroshot/{src}_to_{dst}/training_curves.png",
+            caption="../workflow/report/zeroshot.rst",
+            category="Zero-shot",
+            subcategory="{src} to {dst}",
+            labels={"transfer": "{src} to {dst}", "figure": "training curves"},
+        ),
     params:
         code=code_fingerprint("evaluate"),
     log:
