@@ -2,7 +2,7 @@
 
   python -m stages.review export --refined R.parquet --index I.parquet [--previous config/review/demo.csv] --out results/demo/review/sheet.csv
   python -m stages.review apply --refined R.parquet --sheet config/review/demo.csv --generated results/demo/review/sheet.csv --mode required --out results/demo/captions/approved.parquet
-  python -m stages.review status demo [--results results] [--review-dir config/review]
+  python -m stages.review status demo [--results results] [--config config/config.yaml] [--review-dir config/review]
 """
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.common.errors import run_cli
+import yaml
+
+from stages.common.config import stage_section
+from stages.common.errors import StageError, run_cli
 from stages.common.io import read_parquet, write_parquet
 from stages.common.schemas import APPROVED_SCHEMA, INDEX_SCHEMA, REFINED_SCHEMA
 from stages.review.gate import MODES, apply, status
@@ -38,6 +41,22 @@ def _apply(args) -> None:
     print(f"{summary.line()} -> {args.out}")
 
 
+def _status(args) -> None:
+    section = review_section(args.config, args.dataset)
+    print(status(args.dataset, args.results, args.review_dir or section["sheets"], section["mode"]))
+
+
+def review_section(config_path: str, dataset: str) -> dict:
+    """The review section of ``config_path`` for ``dataset`` (defaults, its settings file, its own overrides)."""
+    try:
+        config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise StageError(f"{config_path}: config not found; run from the project folder or pass --config.") from err
+    if dataset not in config.get("datasets", {}):
+        raise StageError(f"{config_path}: no dataset {dataset!r}; known: {', '.join(config.get('datasets', {}))}.")
+    return stage_section(config, "review", dataset)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.review", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,11 +77,12 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="results/<ds>/captions/approved.parquet")
     p.set_defaults(run=_apply)
 
-    p = commands.add_parser("status", help="show what is still to review")
+    p = commands.add_parser("status", help="show the review mode and what is still to review")
     p.add_argument("dataset")
     p.add_argument("--results", default="results")
-    p.add_argument("--review-dir", default="config/review")
-    p.set_defaults(run=lambda a: print(status(a.dataset, a.results, a.review_dir)))
+    p.add_argument("--config", default="config/config.yaml", help="where review.mode and review.sheets are set")
+    p.add_argument("--review-dir", help="folder of the human sheets (default: review.sheets of the config)")
+    p.set_defaults(run=_status)
 
     args = parser.parse_args(argv)
     args.run(args)

@@ -11,7 +11,8 @@ import pyarrow as pa
 from stages.common.errors import StageError
 from stages.common.io import read_parquet
 from stages.common.schemas import APPROVED_SCHEMA, REFINED_SCHEMA
-from stages.review.sheet import STATUSES, caption_sha, clean_sha, clean_status, needs_review, normalise_caption, read_sheet
+from stages.review.sheet import (STATUSES, caption_sha, clean_sha, clean_status, needs_review, normalise_caption,
+                                 read_sheet, spreadsheet_damage)
 
 MODES = ("required", "auto_approve_unflagged", "off")
 NEXT_STEP = ("Open it, set status to approved, rejected or edited (with edited_caption), save as CSV, "
@@ -56,7 +57,7 @@ def sheet_decisions(sheet_path: str | os.PathLike, shas: dict[str, str], generat
     sheet = read_sheet(sheet_path)
     ids = sheet["clip_id"].str.strip()
     problems: dict[str, list[int]] = defaultdict(list)
-    unknown_ids, bad_values, decisions = [], [], {}
+    unknown_ids, bad_values, damage, decisions = [], [], [], {}
     for row, clip_id, rec in zip(sheet.index, ids, sheet.to_dict("records")):
         status, edited = clean_status(rec["status"]), normalise_caption(rec["edited_caption"])
         if not clip_id:
@@ -69,6 +70,9 @@ def sheet_decisions(sheet_path: str | os.PathLike, shas: dict[str, str], generat
             bad_values.append(repr(rec["status"]))
         elif status == "edited" and not edited:
             problems["no_text"].append(row)
+        elif status == "edited" and spreadsheet_damage(edited):
+            problems["damaged"].append(row)
+            damage.append(spreadsheet_damage(edited))
         elif status != "pending" and clean_sha(rec["caption_sha"]) != shas[clip_id]:
             problems["stale"].append(row)
         else:
@@ -82,6 +86,9 @@ def sheet_decisions(sheet_path: str | os.PathLike, shas: dict[str, str], generat
         "status": f"unknown status ({_some(bad_values)}). Use pending, approved, rejected or edited.",
         "no_text": "status is edited but edited_caption is empty. Write the corrected caption in edited_caption, "
                    "or set status to approved or rejected.",
+        "damaged": f"edited_caption is not a caption a reviewer typed ({_some(damage)}): a spreadsheet ran the text "
+                   "as a formula, or will. Retype it so that it does not start with =, +, - or @ (or put an "
+                   "apostrophe ' before it), and save again.",
         "stale": f"caption_sha does not match the refined caption: it changed since the sheet was exported. "
                  f"Re-export and review those rows: copy {_regenerated(generated)} (it keeps your other decisions "
                  f"and sets changed rows back to pending) to {sheet_path} and review them again.",
@@ -159,14 +166,31 @@ def apply(refined: pa.Table, sheet_path: str | os.PathLike | None, mode: str, ge
     return pa.Table.from_pylist(out, schema=APPROVED_SCHEMA), summary
 
 
-def status(ds: str, results: str = "results", review_dir: str = "config/review") -> str:
-    """What is still to review for dataset ``ds``: counts per status, flagged pending clips, and the next step."""
+MODE_MEANING = {
+    "required": "every caption needs a decision in {sheet}; training waits until none is pending",
+    "auto_approve_unflagged": "captions without flags are used without a decision; flagged ones are left out of "
+                              "training until {sheet} decides them",
+    "off": "no review: every non-empty refined caption is used as it is, and {sheet} is not read",
+}
+
+
+def status(ds: str, results: str = "results", review_dir: str = "config/review",
+           mode: str = "auto_approve_unflagged") -> str:
+    """The active review mode and what it means, counts per status, flagged pending clips, and the next step."""
+    if mode not in MODES:
+        raise StageError(f"review.mode {mode!r} is not one of {', '.join(MODES)}. Fix it in the config.")
     refined = read_parquet(Path(results) / ds / "captions" / "refined.parquet", REFINED_SCHEMA)
     generated, sheet = Path(results) / ds / "review" / "sheet.csv", Path(review_dir) / f"{ds}.csv"
     rows = refined.select(["clip_id", "caption_refined", "flags"]).to_pylist()
+    flagged_total = sum(needs_review(row["flags"]) for row in rows)
+    lines = [f"review mode: {mode}: {MODE_MEANING[mode].format(sheet=sheet)}.",
+             f"{ds}: {len(rows)} captions, {flagged_total} flagged."]
+    if mode == "off":
+        return "\n".join(lines + ["next: nothing to review; set review.mode in the config to review captions."])
     if not sheet.exists():
-        return (f"{ds}: {len(rows)} captions, no review sheet {sheet} yet.\n"
-                f"next: {_copy_step(sheet, generated)}")
+        left_out = {"required": f"all {len(rows)} captions wait", "auto_approve_unflagged":
+                    f"{flagged_total} flagged captions are left out"}[mode]
+        return "\n".join(lines + [f"no review sheet {sheet} yet: {left_out}.", f"next: {_copy_step(sheet, generated)}"])
     decisions = sheet_decisions(sheet, {r["clip_id"]: caption_sha(r["caption_refined"]) for r in rows}, str(generated))
     counts = dict.fromkeys(STATUSES, 0)
     pending = []
@@ -176,11 +200,13 @@ def status(ds: str, results: str = "results", review_dir: str = "config/review")
         if state == "pending":
             pending.append(row)
     flagged = sum(1 for row in pending if needs_review(row["flags"]))
-    lines = [f"{ds}: {len(rows)} captions in {sheet}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
-             f"{flagged} of the pending rows are flagged (auto_approve_unflagged leaves them out)."]
-    if pending:
-        lines += [f"first pending: {_some([row['clip_id'] for row in pending])}",
-                  f"next: {counts['pending']} of {len(rows)} rows still pending in {sheet}. {NEXT_STEP}"]
+    waiting = flagged if mode == "auto_approve_unflagged" else len(pending)
+    lines += [f"in {sheet}: " + ", ".join(f"{n} {s}" for s, n in counts.items()),
+              f"{flagged} of the pending rows are flagged; under this mode {waiting} captions wait for a decision."]
+    if waiting:
+        first = [row["clip_id"] for row in pending if mode == "required" or needs_review(row["flags"])]
+        lines += [f"first pending: {_some(first)}",
+                  f"next: {waiting} of {len(rows)} rows wait for a decision in {sheet}. {NEXT_STEP}"]
     else:
-        lines.append("next: every row is decided; run snakemake to apply the sheet.")
+        lines.append("next: nothing waits for a decision; run snakemake to apply the sheet.")
     return "\n".join(lines)

@@ -20,9 +20,11 @@ import pyarrow as pa
 from stages.common.errors import StageError
 from stages.common.io import atomic_path
 
+# What a reviewer edits comes first, then what they read to decide (the refined caption beside what refinement removed
+# from it and why), then context; caption_sha, which ties a decision to the caption it was made on, comes last.
 SHEET_COLUMNS = [
-    "clip_id", "splits", "label", "caption_raw", "caption_refined", "caption_sha", "flags", "leakage_score",
-    "status", "edited_caption", "reviewer", "note",
+    "clip_id", "status", "edited_caption", "caption_refined", "removed", "flags", "leakage_score", "label", "splits",
+    "reviewer", "note", "caption_raw", "caption_sha",
 ]
 REQUIRED_COLUMNS = ["clip_id", "caption_sha", "status", "edited_caption"]
 STATUSES = ("pending", "approved", "rejected", "edited")
@@ -30,8 +32,10 @@ CHANGED_NOTE = "caption changed since review"
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "'")  # \n: the CSV reader turns a lone \r into \n
 _NUMBER_LIKE = re.compile(r"\d+(?:e\d+)?")  # hex hashes a spreadsheet would turn into a number, e.g. 0123 or 12e45
-
-
+# What a spreadsheet writes into a cell whose formula failed: the text a reviewer typed is lost.
+_SPREADSHEET_ERROR = re.compile(r"#(?:NAME\?|VALUE!|REF!|DIV/0!|N/A|NUM!|NULL!|SPILL!|CALC!|FIELD!|BLOCKED!"
+                                r"|UNKNOWN!|GETTING_DATA|CONNECT!|BUSY!)|\bErr:\d{3}\b", re.IGNORECASE)  # Err:508: LibreOffice
+_FORMULA = re.compile(r"[=+@]|-\s*[=+@(\d]|-[A-Za-z]+\(")  # =SUM(..), +A1, @X, -=.., -1+2, -LEN(..)
 
 INFO_FLAG_PREFIX = "info:"
 
@@ -39,6 +43,23 @@ INFO_FLAG_PREFIX = "info:"
 def needs_review(flags) -> bool:
     """True when a caption carries a flag that asks for a human decision (``info:`` flags only inform)."""
     return any(not flag.startswith(INFO_FLAG_PREFIX) for flag in flags or [])
+
+
+def spreadsheet_damage(cell: str) -> str:
+    """Why a typed caption cannot be trusted ("" when it can): a spreadsheet error value, or text that a
+    spreadsheet runs as a formula (so what was saved may be its result, not what the reviewer meant)."""
+    text = cell.strip()
+    error = _SPREADSHEET_ERROR.search(text)
+    if error:
+        return f"spreadsheet error value {error.group(0)}"
+    if _FORMULA.match(text):
+        return f"formula-looking text starting {text[:12]!r}"
+    return ""
+
+
+def removed_text(removed) -> str:
+    """The spans refinement removed, each with its reason: "'in surprise' (emotion word 'surprise') | ..."."""
+    return " | ".join(f"'{span['text']}' ({span['reason']})" for span in removed or [])
 
 def normalise_caption(text: str | None) -> str:
     """NFC-normalised text with runs of whitespace (CRLF, tabs, double spaces) collapsed to one space."""
@@ -129,6 +150,7 @@ def export(refined: pa.Table, index: pa.Table, previous: pd.DataFrame | None = N
             "clip_id": ref["clip_id"], "splits": _splits_text(clip.get("splits")),
             "label": clip.get("class_name") or "",
             "caption_raw": ref["caption_raw"] or "", "caption_refined": ref["caption_refined"] or "",
+            "removed": removed_text(ref["removed"]),
             "caption_sha": caption_sha(ref["caption_refined"]), "flags": " ".join(ref["flags"] or []),
             "leakage_score": "" if score is None else f"{score:.3f}",
             "status": "pending", "edited_caption": "", "reviewer": "", "note": "",

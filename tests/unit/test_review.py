@@ -70,10 +70,36 @@ def test_caption_sha_ignores_crlf_extra_spaces_and_unicode_form():
 def test_export_columns_order_and_flagged_first():
     sheet = export(refined_table(), index_table())
     assert list(sheet.columns) == SHEET_COLUMNS
+    assert SHEET_COLUMNS[:6] == ["clip_id", "status", "edited_caption", "caption_refined", "removed", "flags"]
     assert list(sheet["clip_id"]) == ["demo-b", "demo-a", "demo-c", "demo-d"]
     first = sheet.iloc[0]
     assert first["splits"] == "fold1:test fold2:train" and first["label"] == "happiness"
     assert first["flags"] == "lexicon:smile" and first["leakage_score"] == "0.800" and first["status"] == "pending"
+
+
+def test_removed_spans_and_their_reasons_sit_beside_the_refined_caption():
+    refined = refined_table().to_pylist()
+    refined[0]["removed"] = [{"text": "in surprise", "reason": "emotion word 'surprise'"},
+                             {"text": "conveying joy", "reason": "emotion word 'joy'"}]
+    sheet = export(pa.Table.from_pylist(refined, schema=REFINED_SCHEMA), index_table()).set_index("clip_id")
+    assert sheet.loc["demo-a", "removed"] == ("'in surprise' (emotion word 'surprise') | "
+                                               "'conveying joy' (emotion word 'joy')")
+    assert sheet.loc["demo-b", "removed"] == ""
+
+
+@pytest.mark.parametrize("cell", ["#NAME?", "#VALUE!", "#REF!", "#DIV/0!", "#N/A", "Err:508",
+                                  "=A1&\" the brows lift\"", "+brows lift", "@brows", "-=1+2", "-SUM(1)"])
+def test_spreadsheet_errors_and_formula_looking_edits_are_not_approved(tmp_path, cell):
+    message = problems_for(tmp_path, lambda rows: None, **{"demo-a": {"status": "edited", "edited_caption": cell}})
+    assert "row 3: edited_caption is not a caption a reviewer typed" in message and "nothing was applied" in message
+
+
+def test_ordinary_edits_pass_even_with_hash_or_dash_inside(tmp_path):
+    edits = {"demo-a": {"status": "edited", "edited_caption": "The brows lift - twice, #2 of 3."},
+             "demo-c": {"status": "edited", "edited_caption": "- The lips press together."}}
+    approved, _ = apply(refined_table(), exported(tmp_path, all_approved(**edits)), "required")
+    captions = dict(zip(approved["clip_id"].to_pylist(), approved["caption"].to_pylist()))
+    assert captions["demo-a"] == "The brows lift - twice, #2 of 3." and captions["demo-c"] == "- The lips press together."
 
 
 def test_sheet_file_is_fully_quoted_with_lf_and_formulas_neutralised(tmp_path):
@@ -266,9 +292,37 @@ def test_status_reports_counts_pending_and_next_step(tmp_path, capsys):
     exported(review, {"demo-a": {"status": "approved"}})
     review_main(["status", "demo", "--results", str(results), "--review-dir", str(review)])
     out = capsys.readouterr().out
+    assert out.startswith("review mode: auto_approve_unflagged: captions without flags are used without a decision")
     assert "1 approved" in out and "3 pending" in out
-    assert "1 of the pending rows are flagged" in out and "first pending: demo-b, demo-c, demo-d" in out
-    assert "3 of 4 rows still pending" in out
+    assert "1 of the pending rows are flagged; under this mode 1 captions wait" in out
+    assert "first pending: demo-b\n" in out and "1 of 4 rows wait for a decision" in out
+
+
+def test_status_describes_each_mode(tmp_path):
+    results, review = tmp_path / "results", tmp_path / "review"
+    (results / "demo" / "captions").mkdir(parents=True)
+    pq.write_table(refined_table(), results / "demo" / "captions" / "refined.parquet")
+    off = status("demo", str(results), str(review), "off")
+    assert off.startswith("review mode: off: no review") and "nothing to review" in off
+    required = status("demo", str(results), str(review), "required")
+    assert "training waits until none is pending" in required and "all 4 captions wait" in required
+    review.mkdir()
+    exported(review, {"demo-a": {"status": "approved"}})
+    assert "3 of 4 rows wait for a decision" in status("demo", str(results), str(review), "required")
+    auto = status("demo", str(results), str(review), "auto_approve_unflagged")
+    assert "flagged ones are left out of training" in auto and "1 of 4 rows wait" in auto
+
+
+def test_status_reads_the_mode_from_the_config(tmp_path, capsys):
+    results = tmp_path / "results"
+    (results / "demo" / "captions").mkdir(parents=True)
+    pq.write_table(refined_table(), results / "demo" / "captions" / "refined.parquet")
+    config = tmp_path / "config.yaml"
+    config.write_text("datasets: {demo: {description: x, review: {mode: required}}}\n"
+                      f"review: {{mode: off, sheets: {tmp_path / 'sheets'}}}\n")
+    review_main(["status", "demo", "--results", str(results), "--config", str(config)])
+    out = capsys.readouterr().out
+    assert out.startswith("review mode: required") and str(tmp_path / "sheets" / "demo.csv") in out
 
 
 def test_cli_export_then_apply(tmp_path, capsys):
