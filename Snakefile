@@ -29,6 +29,7 @@ include: "rules/zeroshot.smk"
 
 
 rule all:
+    """The default target: the demo's metrics (confusion matrix and training curves beside them)."""
     default_target: True
     localrule: True
     input:

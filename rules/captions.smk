@@ -2,6 +2,7 @@
 
 
 rule captions:
+    """Describe the facial movements of every clip of a shard (fine-grained captions)."""
     input:
         faces="results/{ds}/faces/{shard}.parquet",
         frames="results/{ds}/frames/{shard}.parquet",
@@ -20,6 +21,8 @@ rule captions:
         mem_mb=24000,
         runtime=240,
         gpu=captions_gpus,
+    conda:
+        "../envs/captions.yaml"
     shell:
         "python -m stages.captions --faces {input.faces} --frames {input.frames} --index {input.index}"
         " --prompt {input.prompt} --config-json {params.cfg:q} --out {output} > {log} 2>&1"

@@ -2,6 +2,7 @@
 
 
 rule demo_clips:
+    """Synthesise the demo's expression clips and their DFER-CLIP-style annotation lists."""
     output:
         clips=directory("results/demo/source/clips"),
         lists=expand(
@@ -19,5 +20,7 @@ rule demo_clips:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/data.yaml"
     shell:
         "python -m stages.demo --config-json {params.cfg:q} --out-dir results/demo/source > {log} 2>&1"

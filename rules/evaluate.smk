@@ -3,6 +3,7 @@
 
 
 rule evaluate:
+    """Score a model's test predictions: metrics.json, confusion matrix, training curves."""
     input:
         predictions="results/{ds}/{fold}/{model}/predictions.parquet",
         run_info="results/{ds}/{fold}/{model}/run_info.json",
@@ -37,6 +38,8 @@ rule evaluate:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/train.yaml"
     shell:
         "python -m stages.evaluate fold --predictions {input.predictions} --run-info {input.run_info}"
         " --train-log {input.log} --out-metrics {output.metrics} --out-confusion {output.confusion}"
@@ -44,17 +47,23 @@ rule evaluate:
 
 
 rule fold_metrics:
+    """Copy the selected model's metrics and confusion matrix to the fold's folder."""
     localrule: True
     input:
         unpack(selected_model_metrics),
     output:
         metrics="results/{ds}/{fold}/metrics.json",
         confusion="results/{ds}/{fold}/confusion.png",
+    log:
+        "logs/{ds}/{fold}/fold_metrics.log",
+    conda:
+        "../envs/train.yaml"
     shell:
-        "cp {input.metrics:q} {output.metrics:q} && cp {input.confusion:q} {output.confusion:q}"
+        "(cp -v {input.metrics:q} {output.metrics:q} && cp -v {input.confusion:q} {output.confusion:q}) > {log} 2>&1"
 
 
 rule summary:
+    """UAR and WAR of a dataset per fold with mean and standard deviation."""
     localrule: True
     input:
         fold_metrics,
@@ -71,11 +80,14 @@ rule summary:
         code=code_fingerprint("evaluate"),
     log:
         "logs/{ds}/summary.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "python -m stages.evaluate summary --metrics {input} --out-json {output.json} --out-md {output.md} > {log} 2>&1"
 
 
 rule compare_models:
+    """Table of the compared models on one fold beside their published numbers."""
     localrule: True
     input:
         compared_model_metrics,
@@ -91,5 +103,7 @@ rule compare_models:
         code=code_fingerprint("evaluate"),
     log:
         "logs/{ds}/{fold}/compare_models.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "python -m stages.evaluate table --metrics {input} --out-md {output} > {log} 2>&1"

@@ -2,6 +2,7 @@
 
 
 rule faces:
+    """Find 68 landmarks and an 11-class face-parsing map for every kept frame of a shard."""
     input:
         frames="results/{ds}/frames/{shard}.parquet",
         weights=faces_weights,
@@ -17,5 +18,7 @@ rule faces:
         mem_mb=4000,
         runtime=240,
         gpu=faces_gpus,
+    conda:
+        "../envs/data.yaml"
     shell:
         "python -m stages.faces --frames {input.frames} --config-json {params.cfg:q} --out {output} > {log} 2>&1"

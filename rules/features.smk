@@ -2,6 +2,7 @@
 
 
 rule features:
+    """Join frames, parsing maps, landmarks and approved captions into the training cache."""
     input:
         frames="results/{ds}/frames/{shard}.parquet",
         faces="results/{ds}/faces/{shard}.parquet",
@@ -17,6 +18,8 @@ rule features:
     resources:
         mem_mb=4000,
         runtime=30,
+    conda:
+        "../envs/data.yaml"
     shell:
         "python -m stages.features --frames {input.frames} --faces {input.faces} --approved {input.approved}"
         " --index {input.index} --out {output} > {log} 2>&1"

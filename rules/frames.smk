@@ -2,6 +2,7 @@
 
 
 rule frames:
+    """Sample 16 segments per clip (segment centres + training candidates), face-cropped JPEGs."""
     input:
         "results/{ds}/index.parquet",
     output:
@@ -15,6 +16,8 @@ rule frames:
     resources:
         mem_mb=4000,
         runtime=120,
+    conda:
+        "../envs/data.yaml"
     shell:
         "python -m stages.frames --index {input} --shard {wildcards.shard} --config-json {params.cfg:q}"
         " --out {output} > {log} 2>&1"

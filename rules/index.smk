@@ -2,6 +2,7 @@
 
 
 rule index:
+    """Read a dataset's annotation lists (or video folder) into the clip index; list unusable clips."""
     input:
         description=dataset_description_file,
         lists=index_list_files,
@@ -18,6 +19,8 @@ rule index:
     resources:
         mem_mb=2000,
         runtime=60,
+    conda:
+        "../envs/data.yaml"
     shell:
         "python -m stages.index --dataset-config {input.description} --overrides-json {params.overrides:q}"
         " --out {output.index} --dropped {output.dropped} {log.dropped} > {log.main} 2>&1"

@@ -2,6 +2,7 @@
 
 
 rule refine:
+    """Remove emotion words and emotion-implying clauses from the captions; flag possible leaks."""
     input:
         raw=raw_caption_shards,
         index="results/{ds}/index.parquet",
@@ -26,6 +27,8 @@ rule refine:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../envs/captions.yaml"
     shell:
         "python -m stages.refine --raw {input.raw} --index {input.index} --lexicon-dir {params.lexicon_dir}"
         " --config-json {params.cfg:q} --out {output.refined} --report {output.report} > {log} 2>&1"

@@ -3,6 +3,7 @@
 
 
 rule review_sheet:
+    """Write the review sheet for people, keeping earlier decisions of the human sheet."""
     localrule: True
     input:
         refined="results/{ds}/captions/refined.parquet",
@@ -21,12 +22,15 @@ rule review_sheet:
         code=code_fingerprint("review"),
     log:
         "logs/{ds}/review_sheet.log",
+    conda:
+        "../envs/captions.yaml"
     shell:
         "python -m stages.review export --refined {input.refined} --index {input.index}"
         " --previous {params.sheet:q} --out {output} > {log} 2>&1"
 
 
 rule apply_review:
+    """Apply the human review sheet (or the review mode): the approved captions."""
     localrule: True
     input:
         refined="results/{ds}/captions/refined.parquet",
@@ -40,6 +44,8 @@ rule apply_review:
         code=code_fingerprint("review"),
     log:
         "logs/{ds}/apply_review.log",
+    conda:
+        "../envs/captions.yaml"
     shell:
         "python -m stages.review apply --refined {input.refined} --sheet {params.sheet:q}"
         " --generated {input.generated} --mode {params.mode} --out {output} > {log} 2>&1"

@@ -3,6 +3,7 @@
 
 
 rule train:
+    """Train one model (a FineCLIPER variant or DFER-CLIP) on one fold; test predictions."""
     input:
         features=feature_shards,
         weights=train_weights,
@@ -23,6 +24,8 @@ rule train:
         mem_mb=32000,
         runtime=24 * 60,
         gpu=train_gpus,
+    conda:
+        "../envs/train.yaml"
     shell:
         "{params.launcher} -m stages.train fit --features {input.features} --fold {wildcards.fold} --dataset {wildcards.ds}"
         " --config-json {params.cfg:q} --out-dir results/{wildcards.ds}/{wildcards.fold}/{wildcards.model}"

@@ -3,6 +3,7 @@
 
 
 rule zeroshot_train:
+    """Train the dagger variant contrastively on a source dataset's clips and captions."""
     input:
         features=zeroshot_source_features,
         weights=zeroshot_weights,
@@ -23,12 +24,15 @@ rule zeroshot_train:
         mem_mb=32000,
         runtime=24 * 60,
         gpu=zeroshot_gpus,
+    conda:
+        "../envs/train.yaml"
     shell:
         "{params.launcher} -m stages.train fit --features {input.features} --fold {params.fold} --dataset {wildcards.src}"
         " --config-json {params.cfg:q} --out-dir results/zeroshot/{wildcards.src} > {log} 2>&1"
 
 
 rule zeroshot_predict:
+    """Classify a target dataset's clips zero-shot with prompts of its classes."""
     input:
         model="results/zeroshot/{src}/model.pt",
         run_info="results/zeroshot/{src}/run_info.json",
@@ -46,6 +50,8 @@ rule zeroshot_predict:
         mem_mb=16000,
         runtime=120,
         gpu=zeroshot_gpus,
+    conda:
+        "../envs/train.yaml"
     shell:
         "python -m stages.train predict --model-dir results/zeroshot/{wildcards.src} --features {input.features}"
         " --fold {params.fold} --dataset {wildcards.dst} --out-dir results/zeroshot/{wildcards.src}_to_{wildcards.dst}"
@@ -53,6 +59,7 @@ rule zeroshot_predict:
 
 
 rule zeroshot_evaluate:
+    """Score zero-shot predictions: metrics.json, confusion matrix, training curves."""
     input:
         predictions="results/zeroshot/{src}_to_{dst}/predictions.parquet",
         run_info="results/zeroshot/{src}_to_{dst}/run_info.json",
@@ -83,6 +90,8 @@ rule zeroshot_evaluate:
         code=code_fingerprint("evaluate"),
     log:
         "logs/zeroshot/{src}_to_{dst}/evaluate.log",
+    conda:
+        "../envs/train.yaml"
     shell:
         "python -m stages.evaluate fold --predictions {input.predictions} --run-info {input.run_info}"
         " --train-log {input.log} --out-metrics {output.metrics} --out-confusion {output.confusion}"
