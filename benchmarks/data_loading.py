@@ -89,7 +89,7 @@ def make_clips(root: Path, n: int, clips: int, size: int) -> tuple[list[Path], P
                          train_candidates=sampling.train_candidates(n, T, K).ravel().tolist(),
                          frame_indices=kept.tolist(), jpeg=[jpegs[j] for j in kept], parsing_png=[parsing] * len(kept),
                          landmarks=[landmarks] * len(kept), face_status=["detected"] * len(kept), width=size,
-                         height=size, caption="", caption_decision="", label_hint=""))
+                         height=size))
     shard = root / f"features-{n}.parquet"
     write_parquet(pa.Table.from_pylist(rows, schema=FEATURES_SCHEMA), shard)
     return folders, shard

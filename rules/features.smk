@@ -1,4 +1,6 @@
-# The training cache: frames, parsing maps, landmarks and approved captions joined per clip.
+# The visual training cache: frames, parsing maps and landmarks joined per clip with labels and splits.
+# Captions stay out of it (models that read them take captions/approved.parquet), so caption, lexicon and
+# review edits do not retrain models without text.
 
 
 rule features:
@@ -6,7 +8,6 @@ rule features:
     input:
         frames="results/{ds}/frames/{shard}.parquet",
         faces="results/{ds}/faces/{shard}.parquet",
-        approved="results/{ds}/captions/approved.parquet",
         index="results/{ds}/index.parquet",
     output:
         "results/{ds}/features/{shard}.parquet",
@@ -21,5 +22,5 @@ rule features:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m stages.features --frames {input.frames} --faces {input.faces} --approved {input.approved}"
-        " --index {input.index} --out {output} > {log} 2>&1"
+        "python -m stages.features --frames {input.frames} --faces {input.faces} --index {input.index}"
+        " --out {output} > {log} 2>&1"

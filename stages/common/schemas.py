@@ -103,7 +103,9 @@ APPROVED_SCHEMA = pa.schema(
     ]
 )
 
-# results/{ds}/features/{shard}.parquet: the training cache. Training and evaluation read only this.
+# results/{ds}/features/{shard}.parquet: the visual training cache (frames, faces, labels, splits). Captions are not
+# in it: models that read captions also read results/{ds}/captions/approved.parquet (APPROVED_SCHEMA), so a caption,
+# lexicon or review edit reruns only those models.
 FEATURES_SCHEMA = pa.schema(
     [
         ("clip_id", pa.string()),
@@ -120,9 +122,6 @@ FEATURES_SCHEMA = pa.schema(
         ("face_status", pa.list_(pa.string())),
         ("width", pa.int32()),
         ("height", pa.int32()),
-        ("caption", pa.string()),  # approved fine-grained caption; "" when none was approved
-        ("caption_decision", pa.string()),  # approved | edited | auto_approved | unreviewed | "" (none)
-        ("label_hint", pa.string()),  # how the caption was generated ("none" | "paper" | "" without caption)
     ]
 )
 

@@ -1,10 +1,12 @@
-"""Features stage: one row per clip of a shard with everything training and evaluation read (FEATURES_SCHEMA).
+"""Features stage: the visual training cache, one row per clip of a shard (FEATURES_SCHEMA).
 
 Joins, on ``clip_id``, the frames shard (JPEGs and sampling plans), the faces shard of the same shard
-(landmarks, parsing maps, face status, aligned on the same ``frame_indices``), the index (label, class
-name, fold membership) and the approved captions ("" when a clip has none). Clips flagged ``no_face``
-are kept: the trainer renders blank maps for their frames. Everything stays in Arrow; bytes are not
-copied through Python objects.
+(landmarks, parsing maps, face status, aligned on the same ``frame_indices``) and the index (label, class
+name, fold membership). Clips flagged ``no_face`` are kept: the trainer renders blank maps for their frames.
+Everything stays in Arrow; bytes are not copied through Python objects.
+
+Captions are deliberately not joined here: models that read them take ``captions/approved.parquet`` as a
+separate input, so editing a prompt, a lexicon or a review decision does not retrain models without text.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pyarrow.compute as pc
 
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
-from stages.common.schemas import APPROVED_SCHEMA, FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
+from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
 
 FRAME_COLUMNS = ["clip_id", "n_frames", "label", "test_indices", "train_candidates", "frame_indices", "jpeg",
                  "width", "height"]
@@ -60,12 +62,11 @@ def check_alignment(frames: pa.Table, faces: pa.Table, frames_path: str, faces_p
                              f"Delete {path} and rerun the stage that makes it.")
 
 
-def build(frames_path: str, faces_path: str, approved_path: str, index_path: str) -> tuple[pa.Table, str]:
+def build(frames_path: str, faces_path: str, index_path: str) -> tuple[pa.Table, str]:
     """The features table of one shard (FEATURES_SCHEMA) and its one-line summary."""
     frames = read_parquet(frames_path, FRAMES_SCHEMA, columns=FRAME_COLUMNS)
     faces = read_parquet(faces_path, FACES_SCHEMA, columns=FACE_COLUMNS)
     index = read_parquet(index_path, INDEX_SCHEMA, columns=["clip_id", "label", "class_name", "splits"])
-    approved = read_parquet(approved_path, APPROVED_SCHEMA, columns=["clip_id", "caption", "decision", "label_hint"])
     ids = frames.column("clip_id").to_pylist()
     _rows_of(frames, ids, frames_path)  # duplicate check
 
@@ -89,12 +90,6 @@ def build(frames_path: str, faces_path: str, approved_path: str, index_path: str
         raise StageError(f"{frames_path}: labels of clips {_some(relabelled.to_pylist())} differ from {index_path}; "
                          f"delete {frames_path} and rerun.")
 
-    caption_rows, _ = _rows_of(approved, ids, approved_path)
-    captions = approved.take(pa.array(caption_rows, pa.int64(), mask=[r < 0 for r in caption_rows]))
-
-    def text(column: str) -> pa.ChunkedArray:
-        return pc.fill_null(captions.column(column), "")
-
     columns = {
         "clip_id": frames.column("clip_id"),
         "label": index.column("label"),
@@ -103,17 +98,13 @@ def build(frames_path: str, faces_path: str, approved_path: str, index_path: str
         **{c: frames.column(c) for c in ("n_frames", "test_indices", "train_candidates", "frame_indices", "jpeg",
                                          "width", "height")},
         **{c: faces.column(c) for c in ("parsing_png", "landmarks", "face_status")},
-        "caption": text("caption"),
-        "caption_decision": text("decision"),
-        "label_hint": text("label_hint"),
     }
     table = pa.table(columns).select(FEATURES_SCHEMA.names).cast(FEATURES_SCHEMA)
 
     splits = Counter((s["fold"], s["split"]) for row in index.column("splits").to_pylist() for s in row)
-    with_caption = len(ids) - sum(r < 0 for r in caption_rows)
     no_face = pc.sum(pc.equal(faces.column("clip_flag"), NO_FACE)).as_py() or 0
     per_split = ", ".join(f"{fold} {split} {n}" for (fold, split), n in sorted(splits.items()))
-    summary = f"{len(ids)} clips, {with_caption} with caption, {no_face} no_face; {per_split or 'no splits'}"
+    summary = f"{len(ids)} clips, {no_face} no_face; {per_split or 'no splits'}"
     return table, summary
 
 
@@ -121,10 +112,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.features", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", required=True, help="results/{ds}/frames/{shard}.parquet")
     parser.add_argument("--faces", required=True, help="results/{ds}/faces/{shard}.parquet (same shard)")
-    parser.add_argument("--approved", required=True, help="results/{ds}/captions/approved.parquet")
     parser.add_argument("--index", required=True, help="results/{ds}/index.parquet")
     parser.add_argument("--out", required=True, help="results/{ds}/features/{shard}.parquet")
     args = parser.parse_args(argv)
-    table, summary = build(args.frames, args.faces, args.approved, args.index)
+    table, summary = build(args.frames, args.faces, args.index)
     write_parquet(table, args.out, FEATURES_SCHEMA)
     print(f"features {Path(args.out).stem}: {summary} -> {args.out}")

@@ -1,7 +1,8 @@
 """CLI: train a model on one fold, or report trainable parameters per variant.
 
   python -m stages.train fit --features results/demo/features/*.parquet --fold fold1 --dataset demo \\
-      --config-json '{...}' --out-dir results/demo/fold1/star-dagger [--descriptors config/prompts/...yaml]
+      --config-json '{...}' --out-dir results/demo/fold1/star-dagger \\
+      [--captions results/demo/captions/approved.parquet] [--descriptors config/prompts/...yaml]
   python -m stages.train predict --model-dir results/zeroshot/demo --features ... --fold fold1 --dataset demo \
       --out-dir results/zeroshot/demo_to_demo
   python -m stages.train params [--arch ViT-B-16] [--out docs/params.md]
@@ -21,6 +22,8 @@ def main(argv=None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("fit", help="train one model on one fold (resumes from out-dir/checkpoints)")
     fit.add_argument("--features", nargs="+", required=True, help="features cache shards of the dataset")
+    fit.add_argument("--captions", nargs="*", default=[], metavar="APPROVED",
+                     help="captions/approved.parquet (models that read captions: dagger, star-dagger)")
     fit.add_argument("--fold", required=True)
     fit.add_argument("--dataset", required=True, help="dataset name (recorded in run_info.json)")
     fit.add_argument("--config-json", default="{}", help="the train section of config.yaml")
@@ -41,7 +44,10 @@ def main(argv=None) -> None:
         from stages.train.trainer import fit as run_fit
 
         config = TrainConfig.from_dict(config_object(args.config_json))
-        result = run_fit(args.features, args.fold, config, args.out_dir, args.dataset, args.descriptors)
+        if len(args.captions) > 1:
+            parser.error("--captions takes one file (results/{ds}/captions/approved.parquet)")
+        result = run_fit(args.features, args.fold, config, args.out_dir, args.dataset, args.descriptors,
+                         captions=next(iter(args.captions), None))
         if "selected_epoch" in result:  # rank 0 under torchrun, or the only process
             print(f"trained {config.model} on {args.dataset}/{args.fold}: selected epoch {result['selected_epoch']} "
                   f"({config.selection}) -> {args.out_dir}")

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from stages.common.errors import StageError
 from stages.common.io import read_parquet
-from stages.common.schemas import FEATURES_SCHEMA
+from stages.common.schemas import APPROVED_SCHEMA, FEATURES_SCHEMA
 from stages.faces.parsing import L_BROW, L_EYE, NUM_CLASSES, R_BROW, R_EYE, decode_parsing
 from stages.faces.render import PALETTE, render_landmarks
 from stages.frames.sampling import draw_train_indices
@@ -203,8 +203,24 @@ def colour_parsing(classes: np.ndarray, frame: np.ndarray | None, flipped: bool)
     return colours if frame is None else cv2.addWeighted(frame, 0.5, colours, 0.5, 0.0)
 
 
+def read_captions(path: str | None, clip_ids: list[str]) -> tuple[list[str], set[str]]:
+    """The approved caption of each clip ("" when it has none, or without ``path``) and the label hints used."""
+    if path is None:
+        return [""] * len(clip_ids), set()
+    table = read_parquet(path, APPROVED_SCHEMA, columns=["clip_id", "caption", "label_hint"])
+    ids = table.column("clip_id").to_pylist()
+    if len(set(ids)) != len(ids):
+        raise StageError(f"{path}: clip ids occur more than once; rerun the review stage (apply_review).")
+    by_id = dict(zip(ids, zip(table.column("caption").to_pylist(), table.column("label_hint").to_pylist())))
+    found = [by_id.get(clip_id, ("", "")) for clip_id in clip_ids]
+    return [caption for caption, _ in found], {hint for caption, hint in found if caption} - {""}
+
+
 class ClipDataset(Dataset):
     """Clips of ``fold``/``split`` from features shards; items are dicts (see :meth:`__getitem__`).
+
+    Captions come from ``captions_path`` (``captions/approved.parquet``) when the model reads them; without
+    it every caption is "" (the visual cache holds none).
 
     Bytes stay in the Arrow tables (no per-frame Python objects); per clip only the id, label, caption and
     a few small numbers live as Python/numpy objects. Item ``i`` is table row ``_rows[i]``, so that
@@ -212,7 +228,8 @@ class ClipDataset(Dataset):
     """
 
     def __init__(self, feature_paths: Sequence[str], fold: str, split: str, config: DataConfig, train: bool,
-                 seed: int = 0, modalities: set[str] | frozenset[str] = frozenset({"frames", "caption"})):
+                 seed: int = 0, modalities: set[str] | frozenset[str] = frozenset({"frames", "caption"}),
+                 captions_path: str | None = None):
         unknown = set(modalities) - MODALITIES
         if unknown:
             raise StageError(f"unknown modalities {sorted(unknown)}; known: {sorted(MODALITIES)}.")
@@ -223,7 +240,7 @@ class ClipDataset(Dataset):
         self.need_frames = "frames" in self.modalities or (
             config.middle_level_background == "frame" and bool(self.modalities & {"parsing", "landmarks"}))
         columns = ["clip_id", "label", "class_name", "splits", "test_indices", "train_candidates", "frame_indices",
-                   "width", "height", "caption", "label_hint"]
+                   "width", "height"]
         columns += ["jpeg"] * self.need_frames
         columns += ["parsing_png"] * ("parsing" in self.modalities)
         columns += ["landmarks"] * ("landmarks" in self.modalities)
@@ -249,11 +266,10 @@ class ClipDataset(Dataset):
         self.table = pa.concat_tables(tables)
         self._rows = np.arange(self.table.num_rows)
         self._ids: list[str] = self.table.column("clip_id").to_pylist()
-        self._captions: list[str] = self.table.column("caption").to_pylist()
+        self._captions, hints = read_captions(captions_path, self._ids)
         self._labels = self.table.column("label").to_numpy().astype(np.int64)
         self._sizes = np.stack([self.table.column("height").to_numpy(), self.table.column("width").to_numpy()], 1)
         self._crc = np.array([zlib.crc32(c.encode("utf-8")) for c in self._ids], dtype=np.int64)
-        hints = set(self.table.column("label_hint").to_pylist()) - {""}
         self.label_hint = "+".join(sorted(hints))  # how the captions were made: "none", "paper", or "" without any
 
         lengths = np.unique(pc.list_value_length(self.table.column("test_indices")).to_numpy())

@@ -1,4 +1,5 @@
-"""Synthetic rows of the features cache (FEATURES_SCHEMA) for tests of the data pipeline and the trainer."""
+"""Synthetic rows of the features cache (FEATURES_SCHEMA) and of approved captions (APPROVED_SCHEMA) for tests of
+the data pipeline and the trainer."""
 from __future__ import annotations
 
 import cv2
@@ -6,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.common.io import write_parquet
-from stages.common.schemas import FEATURES_SCHEMA
+from stages.common.schemas import APPROVED_SCHEMA, FEATURES_SCHEMA
 from stages.faces.parsing import encode_parsing
 from stages.frames import sampling
 
@@ -22,8 +23,7 @@ def grey(frame_number: int) -> np.ndarray:
     return np.full((STORED, STORED, 3), (frame_number * 5) % 256, np.uint8)
 
 
-def clip_row(clip_id, n, splits, label=0, image=grey, parsing=None, landmarks=None, status="detected",
-             caption_hint="none", k=K):
+def clip_row(clip_id, n, splits, label=0, image=grey, parsing=None, landmarks=None, status="detected", k=K):
     """A FEATURES_SCHEMA row; ``image``/``parsing``/``landmarks`` give each stored frame's content; ``k`` training
     candidates per segment (``sampling.ALL``: every frame of each segment)."""
     needed = sampling.needed_frames(n, T, k)
@@ -36,10 +36,17 @@ def clip_row(clip_id, n, splits, label=0, image=grey, parsing=None, landmarks=No
                 train_candidates=sampling.train_candidates(n, T, k).ravel().tolist(),
                 frame_indices=needed.tolist(), jpeg=[jpeg(image(int(i))) for i in needed],
                 parsing_png=[encode_parsing(classes)] * len(needed), landmarks=[lm.ravel().tolist()] * len(needed),
-                face_status=statuses, width=STORED, height=STORED, caption=f"caption {clip_id}",
-                caption_decision="auto_approved", label_hint=caption_hint)
+                face_status=statuses, width=STORED, height=STORED)
 
 
 def write_rows(path, rows) -> str:
     write_parquet(pa.Table.from_pylist(rows, schema=FEATURES_SCHEMA), path)
+    return str(path)
+
+
+def write_captions(path, clip_ids, hints=None) -> str:
+    """An approved-captions file: "caption <id>" for each clip, label hint "none" unless ``hints`` says otherwise."""
+    rows = [dict(clip_id=c, caption=f"caption {c}", caption_sha="x", decision="auto_approved",
+                 label_hint=(hints or {}).get(c, "none")) for c in clip_ids]
+    write_parquet(pa.Table.from_pylist(rows, schema=APPROVED_SCHEMA), path)
     return str(path)

@@ -1,4 +1,4 @@
-"""Features stage: the per-clip join of frames, faces, index and approved captions, and its failure messages."""
+"""Features stage: the per-clip join of frames, faces and index (no captions), and its failure messages."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -6,7 +6,7 @@ import pytest
 
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
-from stages.common.schemas import APPROVED_SCHEMA, FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
+from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
 from stages.features.stage import build, main
 
 FRAMES = [0, 2, 5]
@@ -33,8 +33,8 @@ def index_row(clip_id: str, label: int, splits) -> dict:
 
 @pytest.fixture
 def inputs(tmp_path):
-    """Three clips: c has no approved caption and no face; the faces shard lists them in another order."""
-    paths = {name: tmp_path / f"{name}.parquet" for name in ("frames", "faces", "index", "approved")}
+    """Three clips: c has no face; the faces shard lists them in another order."""
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("frames", "faces", "index")}
     write_parquet(pa.Table.from_pylist([frames_row("a", 0), frames_row("b", 1), frames_row("c", 0)],
                                        schema=FRAMES_SCHEMA), paths["frames"])
     write_parquet(pa.Table.from_pylist([faces_row("c", flag="no_face"), faces_row("a"), faces_row("b")],
@@ -43,15 +43,11 @@ def inputs(tmp_path):
         [index_row("b", 1, [("fold1", "test"), ("fold2", "train")]), index_row("z", 1, [("fold1", "train")]),
          index_row("a", 0, [("fold1", "train"), ("fold2", "test")]), index_row("c", 0, [("fold1", "train")])],
         schema=INDEX_SCHEMA), paths["index"])
-    write_parquet(pa.Table.from_pylist(
-        [dict(clip_id=c, caption=f"caption of {c}", caption_sha="x", decision=d, label_hint="none")
-         for c, d in (("b", "edited"), ("a", "auto_approved"), ("other", "approved"))],
-        schema=APPROVED_SCHEMA), paths["approved"])
     return paths
 
 
 def run_build(paths):
-    return build(*(str(paths[k]) for k in ("frames", "faces", "approved", "index")))
+    return build(*(str(paths[k]) for k in ("frames", "faces", "index")))
 
 
 def test_join(inputs):
@@ -65,18 +61,16 @@ def test_join(inputs):
     assert a["jpeg"] == [b"a-0", b"a-2", b"a-5"] and a["parsing_png"][1] == b"png-a-1"
     assert a["landmarks"][2] == [2.0] * 136 and a["frame_indices"] == FRAMES
     assert (a["test_indices"], a["train_candidates"], a["width"]) == ([0, 5], [0, 2, 2, 5], 32)
-    assert (b["caption"], b["caption_decision"], b["label_hint"]) == ("caption of b", "edited", "none")
-    assert (c["caption"], c["caption_decision"], c["label_hint"]) == ("", "", "")
+    assert "caption" not in table.schema.names  # captions are a separate input of the models that read them
     assert c["face_status"] == ["missing"] * 3  # no_face clips are kept
-    assert summary == "3 clips, 2 with caption, 1 no_face; fold1 test 1, fold1 train 2, fold2 test 1, fold2 train 1"
+    assert summary == "3 clips, 1 no_face; fold1 test 1, fold1 train 2, fold2 test 1, fold2 train 1"
 
 
 def test_cli_writes_features(inputs, tmp_path, capsys):
     out = tmp_path / "features" / "000-of-001.parquet"
-    main(["--frames", str(inputs["frames"]), "--faces", str(inputs["faces"]), "--approved", str(inputs["approved"]),
-          "--index", str(inputs["index"]), "--out", str(out)])
+    main(["--frames", str(inputs["frames"]), "--faces", str(inputs["faces"]), "--index", str(inputs["index"]), "--out", str(out)])
     assert read_parquet(out, FEATURES_SCHEMA).num_rows == 3
-    assert capsys.readouterr().out.startswith("features 000-of-001: 3 clips, 2 with caption, 1 no_face")
+    assert capsys.readouterr().out.startswith("features 000-of-001: 3 clips, 1 no_face")
 
 
 def rewrite_faces(paths, rows):

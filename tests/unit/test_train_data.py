@@ -9,7 +9,7 @@ import torch
 from stages.common.errors import StageError
 from stages.faces.render import PALETTE, render_landmarks, render_parsing
 from stages.frames import sampling
-from tests.unit.synthetic_features import K, STORED, T, clip_row, write_rows
+from tests.unit.synthetic_features import K, STORED, T, clip_row, write_captions, write_rows
 from stages.train.data import (CLIP_MEAN, CLIP_STD, AugmentConfig, ClipDataset, DataConfig, collate, colour_parsing,
                                make_loader)
 
@@ -22,15 +22,22 @@ def shards(tmp_path_factory):
     folder = tmp_path_factory.mktemp("features")
     first = write_rows(folder / "000.parquet", [
         clip_row("long", 50, [("fold1", "train"), ("fold2", "test")], label=1),
-        clip_row("short", 7, [("fold1", "test"), ("fold2", "train")], label=0, caption_hint="paper"),
+        clip_row("short", 7, [("fold1", "test"), ("fold2", "train")], label=0),
     ])
     second = write_rows(folder / "001.parquet", [clip_row("mid", 30, [("fold1", "train")], label=2)])
     return [first, second]
 
 
-def dataset(paths, split="train", train=True, size=32, modalities=ALL, seed=0, **config):
+@pytest.fixture(scope="module")
+def captions(tmp_path_factory):
+    """Approved captions of the clips in ``shards`` but "mid", and of a clip in none of them."""
+    path = tmp_path_factory.mktemp("captions") / "approved.parquet"
+    return write_captions(path, ["short", "long", "elsewhere"], hints={"short": "paper"})
+
+
+def dataset(paths, split="train", train=True, size=32, modalities=ALL, seed=0, captions=None, **config):
     return ClipDataset(paths, "fold1", split, DataConfig(image_size=size, **config), train=train, seed=seed,
-                       modalities=modalities)
+                       modalities=modalities, captions_path=captions)
 
 
 def frame_numbers(frames: torch.Tensor) -> list[int]:
@@ -40,17 +47,19 @@ def frame_numbers(frames: torch.Tensor) -> list[int]:
 
 # ------------------------------------------------------------------------------ selection and sampling
 
-def test_fold_split_filtering_and_item(shards):
-    train = dataset(shards)
+def test_fold_split_filtering_and_item(shards, captions):
+    train = dataset(shards, captions=captions)
     assert train.clip_ids == ["long", "mid"] and len(dataset(shards, "test", train=False)) == 1
     item = train[1]
-    assert (item["clip_id"], item["label"], item["index"], item["caption"]) == ("mid", 2, 1, "caption mid")
+    assert (item["clip_id"], item["label"], item["index"], item["caption"]) == ("mid", 2, 1, "")  # none approved
+    assert train[0]["caption"] == "caption long" and dataset(shards)[0]["caption"] == ""  # captions only when given
     for key in ("frames", "parsing", "landmarks"):
         assert item[key].shape == (T, 3, 32, 32) and item[key].dtype == torch.float32
         assert 0 <= item[key].min() and item[key].max() <= 1
     assert "parsing" not in dataset(shards, modalities={"frames"})[0]
     assert train.class_names == ["class0", "class1", "class2"] and train.num_frames == T
-    assert (train.label_hint, dataset(shards, "test", train=False).label_hint) == ("none", "paper")
+    test = dataset(shards, "test", train=False, captions=captions)
+    assert (train.label_hint, test.label_hint, dataset(shards).label_hint) == ("none", "paper", "")
     held_out = train.subset([1], train=False)  # e.g. a validation split: test-mode sampling, shared cache
     assert held_out.clip_ids == ["mid"] and held_out.labels.tolist() == [2] and len(train) == 2
     assert held_out[0]["source_frames"].tolist() == sampling.test_indices(30, T).tolist()
@@ -217,11 +226,11 @@ def test_config_from_dict():
         DataConfig.from_dict({"normalize": "imagenet"})
 
 
-def test_collate_and_reproducible_shuffle(shards):
-    ds = dataset(shards, modalities={"frames"})
+def test_collate_and_reproducible_shuffle(shards, captions):
+    ds = dataset(shards, modalities={"frames"}, captions=captions)
     batch = collate([ds[0], ds[1]])
     assert batch["frames"].shape == (2, T, 3, 32, 32) and batch["label"].tolist() == [1, 2]
-    assert batch["clip_id"] == ["long", "mid"] and batch["caption"] == ["caption long", "caption mid"]
+    assert batch["clip_id"] == ["long", "mid"] and batch["caption"] == ["caption long", ""]
     big = ClipDataset([shards[0]] * 4 + [shards[1]] * 4, "fold1", "train", DataConfig(image_size=8), train=True,
                       modalities={"frames"})
 
