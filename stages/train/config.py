@@ -7,6 +7,7 @@ from stages.common.config import deep_merge
 from stages.common.errors import StageError
 
 MODELS = ("base", "star", "dagger", "star-dagger", "dfer-clip")
+CAPTION_MODELS = ("dagger", "star-dagger")  # the only models that read captions (FineCLIPER's text modality)
 SELECTIONS = ("last", "best_on_val", "best_on_test")
 OBJECTIVES = ("supervised", "contrastive")
 SCHEDULES = ("constant", "cosine", "multistep")
@@ -61,6 +62,7 @@ class TrainConfig:
     seed: int = 1
     amp: bool = True  # mixed precision on GPU (ignored on CPU)
     num_workers: int = 2
+    threads: int = 2  # torch CPU threads, fixed: results on CPU must not depend on the cores Snakemake grants a job
     device: str = "auto"
     gpus: int = 1  # GPUs per training job; more than one runs the job under torchrun (one process per GPU)
     data: dict = field(default_factory=dict)  # stages.train.data.DataConfig
@@ -85,6 +87,8 @@ class TrainConfig:
             raise StageError("train config: the contrastive objective aligns clips with captions; use model dagger.")
         if config.optimizer not in ("sgd", "adamw"):
             raise StageError(f"train config: optimizer must be sgd or adamw, got {config.optimizer!r}.")
+        if not (isinstance(config.threads, int) and config.threads >= 1):
+            raise StageError(f"train config: threads must be a positive integer, got {config.threads!r}.")
         if config.schedule not in SCHEDULES:
             raise StageError(f"train config: schedule must be one of {SCHEDULES}, got {config.schedule!r}.")
         if config.schedule == "multistep":
@@ -105,3 +109,7 @@ class TrainConfig:
     @property
     def is_fineclip(self) -> bool:
         return self.model != "dfer-clip"
+
+    @property
+    def reads_captions(self) -> bool:
+        return self.model in CAPTION_MODELS

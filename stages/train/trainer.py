@@ -2,7 +2,8 @@
 
 Outputs in ``out_dir``: ``model.pt`` (trainable weights of the selected epoch), ``train_log.csv``,
 ``predictions.parquet`` (test split, selected epoch), ``run_info.json``; resumable state in
-``out_dir/checkpoints/`` (not a Snakemake output, so a failed job does not delete it).
+``out_dir/checkpoints/`` (not a Snakemake output, so a failed job does not delete it). A run that completes
+removes its checkpoints: resuming is for interrupted runs, and a forced rerun of a finished one trains afresh.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -86,6 +88,12 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise StageError(f"train config asks for device {name!r} but this machine has no CUDA GPU; use device: auto.")
     return torch.device(name)
+
+
+def fix_threads(threads: int) -> None:
+    """The configured torch CPU thread count, whatever OMP_NUM_THREADS Snakemake sets from the job's cores:
+    reductions split over another number of threads round differently."""
+    torch.set_num_threads(threads)
 
 
 def seed_everything(seed: int) -> None:
@@ -196,31 +204,40 @@ def val_holdout(train: ClipDataset, fraction: float, seed: int) -> tuple[list[in
     return keep, sorted(val)
 
 
-def run_fingerprint(config: TrainConfig, fold: str, features: list[str]) -> str:
-    """What a resumable checkpoint must match: the config, the fold, the very feature files (regenerated files get
-    new modification times) and the training code. Anything else starts the run afresh."""
-    files = [(path, Path(path).stat().st_size, Path(path).stat().st_mtime_ns) for path in sorted(features)]
+def run_fingerprint(config: TrainConfig, fold: str, features: list[str], captions: str | None = None) -> str:
+    """What a resumable checkpoint must match: the config, the fold, the very feature and caption files (regenerated
+    files get new modification times) and the training code. Anything else starts the run afresh."""
+    inputs = sorted(features) + ([captions] if captions else [])
+    files = [(path, Path(path).stat().st_size, Path(path).stat().st_mtime_ns) for path in inputs]
     code = code_fingerprint(Path(__file__).resolve().parents[2], ("train",))
     return hashlib.sha256(canonical_json({"config": asdict(config), "fold": fold, "features": files,
                                           "code": code}).encode()).hexdigest()[:16]
 
 
 def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path, dataset_name: str,
-        descriptors_path: str | None = None, stop_after_epoch: int | None = None) -> dict:
+        descriptors_path: str | None = None, stop_after_epoch: int | None = None, captions: str | None = None) -> dict:
     """Train ``config.model`` on ``fold`` of the features cache; resume from ``out_dir/checkpoints`` if present.
+
+    ``captions`` (``captions/approved.parquet``) is read only by models that read captions.
 
     ``stop_after_epoch`` ends the run early (as an interruption would) after that epoch's checkpoint.
     """
     out_dir = Path(out_dir)
     processes, device = start_processes(config.device)
+    fix_threads(config.threads)
     seed_everything(config.seed)
     data_config = DataConfig.from_dict(config.data)
     modalities = modalities_needed(config)
-    train_set = ClipDataset(features, fold, "train", data_config, train=True, seed=config.seed, modalities=modalities)
-    test_set = ClipDataset(features, fold, "test", data_config, train=False, seed=config.seed, modalities=modalities)
-    if config.model in ("dagger", "star-dagger") and not any(train_set.captions):
-        raise StageError(f"variant {config.model} needs fine-grained captions, but no approved caption exists for fold "
-                         f"{fold}. Run the caption and review stages (or pick variant base/star).")
+    if config.reads_captions and not captions:
+        raise StageError(f"variant {config.model} needs fine-grained captions: pass --captions "
+                         "results/{ds}/captions/approved.parquet (or pick variant base/star).")
+    captions = captions if config.reads_captions else None
+    sets = {split: ClipDataset(features, fold, split, data_config, train=split == "train", seed=config.seed,
+                               modalities=modalities, captions_path=captions) for split in ("train", "test")}
+    train_set, test_set = sets["train"], sets["test"]
+    if config.reads_captions and not any(train_set.captions):
+        raise StageError(f"variant {config.model} needs fine-grained captions, but {captions} has no approved caption "
+                         f"for fold {fold}. Run the caption and review stages (or pick variant base/star).")
     val_set = None
     if config.selection == "best_on_val":
         keep, val = val_holdout(train_set, config.val_fraction, config.seed)
@@ -234,7 +251,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp and device.type == "cuda")
     amp = config.amp and device.type == "cuda"
 
-    fingerprint = run_fingerprint(config, fold, features)
+    fingerprint = run_fingerprint(config, fold, features, captions)
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
     best_path = out_dir / "checkpoints" / "best.pt"
     start_epoch, log_rows, best = 0, [], {"score": -1.0, "epoch": -1}
@@ -245,7 +262,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             start_epoch, log_rows, best = state["epoch"] + 1, state["log"], state["best"]
-            print(f"resuming {out_dir} after epoch {state['epoch']}", file=sys.stderr)
+            print(f"resuming {out_dir} after epoch {state['epoch'] + 1} of {config.epochs}", file=sys.stderr)
         else:
             print(f"{checkpoint_path}: written for another configuration, features cache or training code; starting afresh", file=sys.stderr)
 
@@ -319,6 +336,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     selected_epoch = final["epoch"] + (1 if config.selection == "last" else 0)
     write_outputs(out_dir, final, log_rows, config, towers, dataset_name, fold, class_names, selected_epoch,
                   train_set.label_hint, recipe_record(config, optimizer, data_config.normalize))
+    shutil.rmtree(checkpoint_path.parent)  # finished: nothing to resume
     return {"selected_epoch": selected_epoch}
 
 
@@ -337,7 +355,8 @@ def write_outputs(out_dir: Path, final: dict, log_rows: list[dict], config: Trai
     write_json(out_dir / "run_info.json", {
         "dataset": dataset, "fold": fold, "model": config.model, "objective": config.objective,
         "class_names": class_names, "selection": config.selection, "selected_epoch": selected_epoch,
-        "epochs": config.epochs, "seed": config.seed, "label_hint": label_hint, "random_init": any(t.random_init for t in towers.values()),
+        "epochs": config.epochs, "seed": config.seed, "threads": torch.get_num_threads(), "label_hint": label_hint,
+        "random_init": any(t.random_init for t in towers.values()),
         "weight_fingerprints": weights, "recipe": recipe, "train_config": asdict(config),
         "trainable_parameters": sum(t.numel() for t in final["trainable"].values()),
     })
@@ -351,6 +370,7 @@ def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out
     if config.objective != "contrastive":
         raise StageError(f"{model_dir}: zero-shot needs a model trained with objective contrastive, not {config.objective}.")
     device = pick_device(config.device)
+    fix_threads(config.threads)
     data_config = DataConfig.from_dict(config.data)
     test_set = ClipDataset(features, fold, "test", data_config, train=False, seed=config.seed, modalities={"frames"})
     if len(test_set) == 0:
@@ -363,8 +383,8 @@ def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out
                          num_workers=config.num_workers, seed=config.seed)
     rows = predict(model, loader, device, config.amp and device.type == "cuda", "zero-shot", test_set.class_names)
     write_parquet(pa.Table.from_pydict(rows, schema=PREDICTIONS_SCHEMA), out_dir / "predictions.parquet", PREDICTIONS_SCHEMA)
-    write_json(out_dir / "run_info.json", {
+    write_json(out_dir / "run_info.json", {  # label_hint stays the source's: its captions trained the model
         **run_info, "dataset": dataset_name, "fold": fold, "class_names": test_set.class_names,
-        "zero_shot_source": run_info["dataset"], "label_hint": test_set.label_hint,
+        "zero_shot_source": run_info["dataset"],
     })
     return {"clips": len(test_set)}

@@ -16,7 +16,7 @@ from stages.common.errors import StageError
 from stages.evaluate.__main__ import evaluate_fold
 from stages.train.config import TrainConfig
 from stages.train.trainer import fit, zero_shot_predict
-from tests.unit.synthetic_features import clip_row, write_rows
+from tests.unit.synthetic_features import clip_row, write_captions, write_rows
 from tests.unit.test_models import TINY
 
 
@@ -42,6 +42,11 @@ def features(tmp_path_factory):
     return [write_rows(folder / "000-of-001.parquet", rows)]
 
 
+@pytest.fixture(scope="module")
+def captions(features, tmp_path_factory):
+    return write_captions(tmp_path_factory.mktemp("captions") / "approved.parquet", [f"demo-{i:02d}" for i in range(12)])
+
+
 def config(**overrides) -> TrainConfig:
     tiny = {"arch": "tiny", "arch_config": TINY, "random_init": True}
     raw = {"model": "star-dagger", "epochs": 2, "batch_size": 4, "optimizer": "adamw", "lr": 1e-3, "num_workers": 0,
@@ -54,10 +59,10 @@ def trained_tensors(out_dir):
     return torch.load(out_dir / "model.pt", weights_only=False)["trainable"]
 
 
-def test_fit_writes_outputs_and_records_the_run(features, tmp_path):
-    fit(features, "fold1", config(), tmp_path, "demo")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "model.pt", "predictions.parquet",
-                                                          "run_info.json", "train_log.csv"]
+def test_fit_writes_outputs_and_records_the_run(features, captions, tmp_path):
+    fit(features, "fold1", config(), tmp_path, "demo", captions=captions)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "predictions.parquet", "run_info.json",
+                                                          "train_log.csv"]  # a finished run keeps no checkpoints
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["random_init"] is True and info["selection"] == "best_on_test" and info["label_hint"] == "none"
     assert set(info["weight_fingerprints"]) == {"clip", "long_clip", "trained"}
@@ -65,11 +70,13 @@ def test_fit_writes_outputs_and_records_the_run(features, tmp_path):
     assert predictions.num_rows == 3 and len(predictions["logits"][0]) == 3
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(features, tmp_path):
-    fit(features, "fold1", config(), tmp_path / "whole", "demo")
-    assert fit(features, "fold1", config(), tmp_path / "cut", "demo", stop_after_epoch=1) == {"stopped_after_epoch": 1}
-    assert not (tmp_path / "cut" / "model.pt").exists()
-    fit(features, "fold1", config(), tmp_path / "cut", "demo")
+def test_resume_after_interruption_equals_an_uninterrupted_run(features, captions, tmp_path, capsys):
+    fit(features, "fold1", config(), tmp_path / "whole", "demo", captions=captions)
+    cut = fit(features, "fold1", config(), tmp_path / "cut", "demo", stop_after_epoch=1, captions=captions)
+    assert cut == {"stopped_after_epoch": 1} and not (tmp_path / "cut" / "model.pt").exists()
+    capsys.readouterr()
+    fit(features, "fold1", config(), tmp_path / "cut", "demo", captions=captions)
+    assert f"resuming {tmp_path / 'cut'} after epoch 1 of 2" in capsys.readouterr().err
     whole, resumed = trained_tensors(tmp_path / "whole"), trained_tensors(tmp_path / "cut")
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
@@ -96,16 +103,16 @@ def test_dfer_clip_baseline_trains_with_its_own_recipe_and_records_it(features, 
 
 
 def test_a_variant_whose_inputs_are_missing_stops_clearly(features, tmp_path):
-    table = pq.read_table(features[0])
-    empty = table.set_column(table.schema.get_field_index("caption"), "caption",
-                             [[""] * table.num_rows])
-    pq.write_table(empty, tmp_path / "nocaptions.parquet")
-    with pytest.raises(StageError, match="needs fine-grained captions"):
-        fit([str(tmp_path / "nocaptions.parquet")], "fold1", config(model="dagger"), tmp_path / "out", "demo")
+    with pytest.raises(StageError, match="needs fine-grained captions: pass --captions"):
+        fit(features, "fold1", config(model="dagger"), tmp_path / "out", "demo")
+    others = write_captions(tmp_path / "approved.parquet", ["not-a-demo-clip"])
+    with pytest.raises(StageError, match="needs fine-grained captions, but .*approved.parquet has no approved caption"):
+        fit(features, "fold1", config(model="dagger"), tmp_path / "out", "demo", captions=others)
 
 
-def test_contrastive_training_then_zero_shot_on_another_split(features, tmp_path):
-    fit(features, "fold1", config(model="dagger", objective="contrastive", epochs=1), tmp_path / "src", "demo")
+def test_contrastive_training_then_zero_shot_on_another_split(features, captions, tmp_path):
+    fit(features, "fold1", config(model="dagger", objective="contrastive", epochs=1), tmp_path / "src", "demo",
+        captions=captions)
     zero_shot_predict(tmp_path / "src", features, "fold1", tmp_path / "zs", "demo")
     info = json.loads((tmp_path / "zs" / "run_info.json").read_text())
     assert info["zero_shot_source"] == "demo" and info["class_names"] == ["happiness", "sadness", "neutral"]
@@ -114,7 +121,7 @@ def test_contrastive_training_then_zero_shot_on_another_split(features, tmp_path
 
 def test_two_processes_under_torchrun_train_and_rank_zero_writes(features, tmp_path):
     """torchrun on CPU (gloo): the same code path a multi-GPU job takes."""
-    cfg = {"model": "base", "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3, "num_workers": 0,
+    cfg = {"model": "base", "epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3, "num_workers": 0, "threads": 1,
            "data": {"image_size": 32}, "towers": {"clip": {"arch": "tiny", "arch_config": TINY, "random_init": True}}}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stages.train",
@@ -134,10 +141,39 @@ def test_best_on_val_holds_out_train_clips_and_accumulates_gradients(features, t
     assert all(row.split(",")[5] != "" for row in log[1:])  # val_uar logged every epoch
 
 
-def test_a_checkpoint_of_other_features_is_not_resumed(features, tmp_path, capsys):
-    fit(features, "fold1", config(), tmp_path, "demo", stop_after_epoch=1)
+def test_a_checkpoint_of_other_features_is_not_resumed(features, captions, tmp_path, capsys):
+    fit(features, "fold1", config(), tmp_path, "demo", stop_after_epoch=1, captions=captions)
     stat = os.stat(features[0])
     os.utime(features[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the cache was regenerated since
-    fit(features, "fold1", config(), tmp_path, "demo")
+    fit(features, "fold1", config(), tmp_path, "demo", captions=captions)
     err = capsys.readouterr().err
     assert "written for another configuration, features cache or training code; starting afresh" in err and "resuming" not in err
+
+
+def test_a_finished_run_forced_again_trains_afresh(features, captions, tmp_path, capsys):
+    fit(features, "fold1", config(epochs=1), tmp_path, "demo", captions=captions)
+    first = (tmp_path / "train_log.csv").read_text()
+    capsys.readouterr()
+    fit(features, "fold1", config(epochs=1), tmp_path, "demo", captions=captions)  # snakemake -R train
+    assert "resuming" not in capsys.readouterr().err
+    strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # drop the timing column
+    assert strip((tmp_path / "train_log.csv").read_text()) == strip(first)
+
+
+def fit_in_subprocess(features, captions, out_dir, omp_threads: int) -> dict:
+    """A training run as Snakemake starts it: OMP_NUM_THREADS set to the cores the job was granted."""
+    cfg = {"model": "dagger", "epochs": 1, "batch_size": 4, "optimizer": "adamw", "lr": 1e-3, "num_workers": 0,
+           "threads": 2, "data": {"image_size": 32}, "towers": config().towers}
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.train", "fit", "--features", *features, "--captions", captions, "--fold",
+         "fold1", "--dataset", "demo", "--config-json", json.dumps(cfg), "--out-dir", str(out_dir)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": str(omp_threads)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((out_dir / "run_info.json").read_text())
+
+
+def test_results_do_not_depend_on_the_cores_snakemake_grants(features, captions, tmp_path):
+    one = fit_in_subprocess(features, captions, tmp_path / "j1", omp_threads=1)
+    two = fit_in_subprocess(features, captions, tmp_path / "j2", omp_threads=2)
+    assert one["threads"] == two["threads"] == 2  # from the config, recorded
+    assert one["weight_fingerprints"]["trained"] == two["weight_fingerprints"]["trained"]
