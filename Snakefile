@@ -37,4 +37,5 @@ rule all:
 
 
 onsuccess:
+    remove_stale_shard_files()
     report_final_outputs(requested_targets())

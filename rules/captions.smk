@@ -12,7 +12,10 @@ rule captions:
     output:
         "results/{ds}/captions/raw/{shard}.parquet",
     params:
-        cfg=stage_config("captions", drop=["prompt"]),
+        settings=stage_settings("captions"),
+        prompt=prompt_content,
+        weights=captions_weights_sha,
+        cfg=stage_run_config("captions", drop=["prompt"]),
         code=code_fingerprint("captions"),
     log:
         "logs/{ds}/captions/{shard}.log",

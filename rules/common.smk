@@ -1,6 +1,10 @@
 # Helpers shared by the rules: dataset descriptions, shard names, per-stage configs, code fingerprints.
+#
+# What Snakemake tracks (params that are not derived): only what can change a stage's results, each as canonical
+# JSON with one top-level key naming it ({"train": {...}}, {"code": {...}}, {"weights": {...}}, {"prompt": ...}),
+# so `python -m stages.plan` can name the settings behind a rerun. Stages get their whole section through derived
+# params (functions taking `input`), which Snakemake does not track: performance knobs never rerun anything.
 import functools
-import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -9,8 +13,9 @@ from stages.common.config import read_settings, stage_section
 from stages.common.datasets import load_dataset_config
 from stages.common.fingerprint import code_fingerprint as stage_code_fingerprint
 from stages.common.outputs import final_outputs_message
-from stages.common.shards import shard_names
-from stages.train.config import with_model_recipe
+from stages.common.provenance import canonical, content_fingerprint, result_settings, towers_used, weights_cache
+from stages.common.shards import remove_stale_shards, shard_names
+from stages.train.config import CAPTION_MODELS, with_model_recipe
 from stages.weights import missing_weights_message, stage_weights
 
 
@@ -23,17 +28,20 @@ wildcard_constraints:
     model="base|star|dagger|star-dagger|dfer-clip",
 
 
-def canonical(obj):
-    """Sorted-key JSON: reordering keys in config.yaml must not rerun anything."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
 def dataset_entry(ds):
     return config["datasets"][ds]
 
 
 def dataset_description_file(wildcards):
-    return dataset_entry(wildcards.ds)["description"]
+    """Ancient: the rule tracks what the stage reads from it (index_description), not its bytes."""
+    return ancient(dataset_entry(wildcards.ds)["description"])
+
+
+def index_description(wildcards):
+    """The dataset description as the index stage reads it, without the shard count (which the index ignores)."""
+    entry = dataset_entry(wildcards.ds)
+    described = {**settings_file(entry["description"]), **dataset_overrides(wildcards.ds)}
+    return canonical({"dataset": {key: value for key, value in described.items() if key != "shards"}})
 
 
 def dataset_overrides(ds):
@@ -59,7 +67,8 @@ def index_list_files(wildcards):
     return sorted({str(root / f) for lists in ds.folds.values() for f in (lists.train, lists.test)})
 
 
-def index_overrides_json(wildcards):
+def index_overrides_json(wildcards, input):
+    """Derived (it takes ``input``), so Snakemake does not track it: index_description does."""
     return canonical(dataset_overrides(wildcards.ds))
 
 
@@ -72,13 +81,22 @@ def merged_stage_config(stage, ds):
     return stage_section(config, stage, ds, settings_file(entry["settings"]) if "settings" in entry else {})
 
 
-def stage_config(stage, drop=()):
-    """Params function: the stage's config section merged with the dataset's overrides, as canonical JSON.
-
-    ``drop`` removes keys that name input files: those rerun the rule through their content instead.
-    """
+def stage_settings(stage):
+    """Params function, tracked: only the settings that can change the stage's results (stages/common/provenance.py).
+    A rule with it passes the whole section through ``stage_run_config``."""
 
     def for_dataset(wildcards):
+        return canonical({stage: result_settings(stage, merged_stage_config(stage, wildcards.ds))})
+
+    return for_dataset
+
+
+def stage_run_config(stage, drop=()):
+    """Params function for the command line: the whole section, performance knobs included, minus ``drop`` (keys
+    passed as input files). It takes ``input``, which makes it a derived param that Snakemake does not track
+    (``stage_settings`` is tracked instead)."""
+
+    def for_dataset(wildcards, input):
         section = merged_stage_config(stage, wildcards.ds)
         return canonical({key: value for key, value in section.items() if key not in drop})
 
@@ -86,7 +104,12 @@ def stage_config(stage, drop=()):
 
 
 def captions_prompt(wildcards):
-    return merged_stage_config("captions", wildcards.ds)["prompt"]
+    """Ancient: a prompt is tracked by what the stage reads from it (prompt_content), not by its bytes."""
+    return ancient(merged_stage_config("captions", wildcards.ds)["prompt"])
+
+
+def prompt_content(wildcards):
+    return canonical({"prompt": content_fingerprint(merged_stage_config("captions", wildcards.ds)["prompt"])})
 
 
 def captions_gpus(wildcards):
@@ -132,8 +155,9 @@ def earlier_review_decisions(wildcards):
 
 @functools.cache
 def code_fingerprint(*packages):
-    """sha256 over the stage packages and the stages modules they import: a code change reruns that stage."""
-    return stage_code_fingerprint(workflow.basedir, packages)
+    """sha256 over the syntax of the stage packages and the stages modules they import: a code change reruns
+    that stage; comments, docstrings and formatting do not."""
+    return canonical({"code": {"+".join(packages): stage_code_fingerprint(workflow.basedir, packages)}})
 
 
 def shard_outputs(ds, stage):
@@ -149,11 +173,6 @@ def model_train_config(ds, model):
     return with_model_recipe(merged_stage_config("train", ds), model)
 
 
-def model_towers(model):
-    """Names of the towers (config train.towers) a model reads."""
-    return ("dfer_clip",) if model == "dfer-clip" else ("clip",) + (("long_clip",) if "dagger" in model else ())
-
-
 def require_weights(ds, towers=(), captions=True):
     """Stop the plan with one message naming every missing weights file a job and the jobs before it need (towers,
     FaceXFormer, Video-LLaVA), with its format and where it is published; otherwise Snakemake would report one
@@ -165,26 +184,60 @@ def require_weights(ds, towers=(), captions=True):
         raise WorkflowError(f"dataset {ds}: {message}")
 
 
-def tower_weights(ds, model):
-    """Local weight files of the towers a model uses (random-initialised towers have none)."""
-    names = model_towers(model)
-    require_weights(ds, names)
+def tower_weight_files(ds, model):
+    """{tower: local weights file} of the towers a model uses (random-initialised towers have none)."""
     towers = model_train_config(ds, model)["towers"]
-    return [ancient(towers[n]["weights"]) for n in names if not towers[n].get("random_init") and towers[n].get("weights")]
+    return {n: towers[n]["weights"] for n in towers_used(model)
+            if n in towers and not towers[n].get("random_init") and towers[n].get("weights")}
+
+
+def faces_weight_files(ds):
+    section = merged_stage_config("faces", ds)
+    return {"facexformer": section["checkpoint"]} if section["backend"] == "facexformer" else {}
+
+
+def captions_weight_files(ds):
+    section = merged_stage_config("captions", ds)
+    return {"video_llava": section["video_llava"]["model_dir"]} if section["backend"] == "video-llava" else {}
+
+
+def weight_inputs(files):
+    """Weights are ancient inputs: moving or touching them reruns nothing; their content is tracked by
+    weight_fingerprints. Files made by a rule of this workflow (under results/) stay ordinary inputs."""
+    return [path if path.startswith("results/") else ancient(path) for path in files.values()]
+
+
+def weight_fingerprints(files):
+    """Tracked param: sha256 of each weights file or folder, cached by size and mtime (results/.cache)."""
+    cache = weights_cache()
+    return canonical({"weights": {name: cache.fingerprint(path) for name, path in files.items()}})
 
 
 def train_weights(wildcards):
-    return tower_weights(wildcards.ds, wildcards.model)
+    require_weights(wildcards.ds, towers_used(wildcards.model))
+    return weight_inputs(tower_weight_files(wildcards.ds, wildcards.model))
+
+
+def train_weights_sha(wildcards):
+    return weight_fingerprints(tower_weight_files(wildcards.ds, wildcards.model))
 
 
 def zeroshot_weights(wildcards):
-    return tower_weights(wildcards.src, "dagger")
+    require_weights(wildcards.src, towers_used("dagger"))
+    return weight_inputs(tower_weight_files(wildcards.src, "dagger"))
+
+
+def zeroshot_weights_sha(wildcards):
+    return weight_fingerprints(tower_weight_files(wildcards.src, "dagger"))
 
 
 def faces_weights(wildcards):
     require_weights(wildcards.ds, captions=False)
-    section = merged_stage_config("faces", wildcards.ds)
-    return [ancient(section["checkpoint"])] if section["backend"] == "facexformer" else []
+    return weight_inputs(faces_weight_files(wildcards.ds))
+
+
+def faces_weights_sha(wildcards):
+    return weight_fingerprints(faces_weight_files(wildcards.ds))
 
 
 def faces_gpus(wildcards):
@@ -193,17 +246,34 @@ def faces_gpus(wildcards):
 
 def captions_weights(wildcards):
     require_weights(wildcards.ds)
-    section = merged_stage_config("captions", wildcards.ds)
-    return [ancient(section["video_llava"]["model_dir"])] if section["backend"] == "video-llava" else []
+    return weight_inputs(captions_weight_files(wildcards.ds))
 
 
-def train_config(wildcards):
-    """The dataset's train section for the model named by the path (results/{ds}/{fold}/{model}/...)."""
-    return canonical(model_train_config(wildcards.ds, wildcards.model))
+def captions_weights_sha(wildcards):
+    return weight_fingerprints(captions_weight_files(wildcards.ds))
 
 
-def zeroshot_train_config(wildcards):
-    return canonical({**model_train_config(wildcards.src, "dagger"), "objective": "contrastive"})
+def train_section(ds, model, **fixed):
+    return {**model_train_config(ds, model), **fixed}
+
+
+def train_config(wildcards, input):
+    """Derived (takes ``input``), untracked: the whole train section for the command line, with the model named
+    by the path (results/{ds}/{fold}/{model}/...). train_settings is what Snakemake compares."""
+    return canonical(train_section(wildcards.ds, wildcards.model))
+
+
+def train_settings(wildcards):
+    return canonical({"train": result_settings("train", train_section(wildcards.ds, wildcards.model))})
+
+
+def zeroshot_train_config(wildcards, input):
+    return canonical(train_section(wildcards.src, "dagger", objective="contrastive"))
+
+
+def zeroshot_train_settings(wildcards):
+    section = train_section(wildcards.src, "dagger", objective="contrastive")
+    return canonical({"train": result_settings("train", section)})
 
 
 def gpus_for(ds):
@@ -215,6 +285,15 @@ def launcher_for(ds):
     """python, or torchrun with one process per GPU when a training job gets more than one."""
     gpus = gpus_for(ds)
     return f"torchrun --standalone --nproc_per_node={gpus}" if gpus > 1 else "python"
+
+
+def train_threads(wildcards):
+    """The cores a training job asks for: the torch threads it will use (train.threads), whatever it gets."""
+    return merged_stage_config("train", wildcards.ds)["threads"]
+
+
+def zeroshot_threads(wildcards):
+    return merged_stage_config("train", wildcards.src)["threads"]
 
 
 def train_launcher(wildcards):
@@ -233,9 +312,24 @@ def zeroshot_gpus(wildcards):
     return gpus_for(wildcards.src)
 
 
+def model_captions(wildcards):
+    """Approved captions are an input only of the models that read them (not base, star or dfer-clip)."""
+    reads = wildcards.model in CAPTION_MODELS
+    return [f"results/{wildcards.ds}/captions/approved.parquet"] if reads else []
+
+
+DFER_CLIP_DESCRIPTORS = "config/prompts/dfer_clip_descriptors.yaml"
+
+
 def dfer_clip_descriptors(wildcards):
-    """DFER-CLIP's class descriptors are an input only of the model that reads them."""
-    return ["config/prompts/dfer_clip_descriptors.yaml"] if wildcards.model == "dfer-clip" else []
+    """DFER-CLIP's class descriptors are an input only of the model that reads them; ancient, as the rule tracks
+    their parsed content (descriptors_content)."""
+    return [ancient(DFER_CLIP_DESCRIPTORS)] if wildcards.model == "dfer-clip" else []
+
+
+def descriptors_content(wildcards):
+    used = wildcards.model == "dfer-clip"
+    return canonical({"descriptors": content_fingerprint(DFER_CLIP_DESCRIPTORS) if used else None})
 
 
 def selected_model_metrics(wildcards):
@@ -281,6 +375,15 @@ def requested_targets():
     dag = workflow.dag
     files = dag.derived_targetfiles or {f for job in dag.targetjobs for f in job.output}  # a rule named as target
     return sorted(str(f) for f in files)
+
+
+def remove_stale_shard_files():
+    """After a successful run: shard files of an earlier shard count are deleted (and named), not left unseen."""
+    removed = remove_stale_shards({ds: dataset(ds).shards for ds in config["datasets"]})
+    if removed:
+        print(f"\nRemoved {len(removed)} shard files of an earlier shard count (nothing reads them):")
+        for path in removed:
+            print(f"  {path}")
 
 
 def report_final_outputs(paths):

@@ -9,7 +9,9 @@ rule faces:
     output:
         "results/{ds}/faces/{shard}.parquet",
     params:
-        cfg=stage_config("faces"),
+        settings=stage_settings("faces"),
+        weights=faces_weights_sha,
+        cfg=stage_run_config("faces"),
         code=code_fingerprint("faces"),
     log:
         "logs/{ds}/faces/{shard}.log",

@@ -8,7 +8,8 @@ rule frames:
     output:
         "results/{ds}/frames/{shard}.parquet",
     params:
-        cfg=stage_config("frames"),
+        settings=stage_settings("frames"),
+        cfg=stage_run_config("frames"),
         code=code_fingerprint("frames"),
     log:
         "logs/{ds}/frames/{shard}.log",

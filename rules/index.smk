@@ -10,6 +10,7 @@ rule index:
         index="results/{ds}/index.parquet",
         dropped="results/{ds}/index_dropped.csv",
     params:
+        description=index_description,
         overrides=index_overrides_json,
         code=code_fingerprint("index"),
     log:

@@ -18,7 +18,8 @@ rule refine:
             labels={"table": "refinement report"},
         ),
     params:
-        cfg=stage_config("refine", drop=["lexicons"]),
+        settings=stage_settings("refine"),
+        cfg=stage_run_config("refine", drop=["lexicons"]),
         lexicon_dir=lexicon_dir,
         code=code_fingerprint("refine"),
     log:

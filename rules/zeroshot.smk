@@ -6,6 +6,7 @@ rule zeroshot_train:
     """Train the dagger variant contrastively on a source dataset's clips and captions."""
     input:
         features=zeroshot_source_features,
+        captions="results/{src}/captions/approved.parquet",
         weights=zeroshot_weights,
     output:
         model="results/zeroshot/{src}/model.pt",
@@ -13,13 +14,15 @@ rule zeroshot_train:
         predictions="results/zeroshot/{src}/predictions.parquet",
         run_info="results/zeroshot/{src}/run_info.json",
     params:
+        settings=zeroshot_train_settings,
+        weights=zeroshot_weights_sha,
         cfg=zeroshot_train_config,
         launcher=zeroshot_launcher,
         fold=zeroshot_source_fold,
         code=code_fingerprint("train"),
     log:
         "logs/zeroshot/{src}/train.log",
-    threads: 2
+    threads: zeroshot_threads
     resources:
         mem_mb=32000,
         runtime=24 * 60,
@@ -27,7 +30,7 @@ rule zeroshot_train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.launcher} -m stages.train fit --features {input.features} --fold {params.fold} --dataset {wildcards.src}"
+        "{params.launcher} -m stages.train fit --features {input.features} --captions {input.captions} --fold {params.fold} --dataset {wildcards.src}"
         " --config-json {params.cfg:q} --out-dir results/zeroshot/{wildcards.src} > {log} 2>&1"
 
 
@@ -45,7 +48,7 @@ rule zeroshot_predict:
         code=code_fingerprint("train"),
     log:
         "logs/zeroshot/{src}_to_{dst}/predict.log",
-    threads: 2
+    threads: zeroshot_threads
     resources:
         mem_mb=16000,
         runtime=120,
