@@ -31,6 +31,7 @@ rule train:
     conda:
         "../envs/train.yaml"
     shell:
-        "{params.launcher} -m stages.train fit --features {input.features} --captions {input.captions} --fold {wildcards.fold} --dataset {wildcards.ds}"
+        "{params.launcher} -m stages.train fit --features {input.features} --captions {input.captions}"
+        " --fold {wildcards.fold} --dataset {wildcards.ds}"
         " --config-json {params.cfg:q} --out-dir results/{wildcards.ds}/{wildcards.fold}/{wildcards.model}"
         " --descriptors config/prompts/dfer_clip_descriptors.yaml > {log} 2>&1"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-WORKFLOW_PARTS = ["Snakefile", "rules", "stages", "workflow", "config", "profiles", "tests/config"]
+WORKFLOW_PARTS = ["Snakefile", "rules", "envs", "stages", "workflow", "config", "profiles", "tests/config"]
 
 
 def copy_workflow(dest: Path) -> Path:
