@@ -192,3 +192,13 @@ def test_the_plan_names_the_changed_setting(edited_run):
         "evaluate (ds=demo, fold=fold1, model=star-dagger): Input files updated by another job",
         "fold_metrics (ds=demo, fold=fold1): Input files updated by another job",
     ]
+
+
+def test_shard_files_of_the_old_count_are_removed_and_named(edited_run):
+    replace_text("config/datasets/demo.yaml", "shards: 2", "shards: 3")(edited_run)
+    out = snakemake(edited_run)
+    names = {folder: sorted(p.name for p in (edited_run / "results/demo" / folder).glob("*.parquet"))
+             for folder in ("frames", "faces", "captions/raw", "features")}
+    assert all(found == ["000-of-003.parquet", "001-of-003.parquet", "002-of-003.parquet"] for found in names.values())
+    assert "Removed 8 shard files of an earlier shard count" in out.stdout + out.stderr
+    assert "results/demo/frames/000-of-002.parquet" in out.stdout + out.stderr
