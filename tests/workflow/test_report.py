@@ -15,18 +15,32 @@ from tests.workflow.conftest import snakemake
 TARGET = "results/demo/fold1/metrics.json"
 CONFUSION = "results/demo/fold1/star-dagger/confusion.png"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--enable-logging=stderr"]
 # Added to a copy of the report: opens the confusion matrix the way the report's own "view" button does (the
 # app's setView with the embedded data URI), then records what the browser decoded in an attribute of <body>.
+# React 18's createRoot renders asynchronously, so the global `app` may not exist yet at "load": poll for it, then
+# for the decoded image (under --virtual-time-budget the polling costs no wall time).
 PROBE = """<script>
-window.addEventListener("load", () => {
+function probeWhenReady(tries) {
+  if (typeof app === "undefined" || !app) {
+    if (tries > 0) { setTimeout(() => probeWhenReady(tries - 1), 100); } else { document.body.dataset.probe = "no app"; }
+    return;
+  }
   const path = Object.keys(results).find((p) => p.endsWith("/confusion.png"));
   app.setView({content: "img", contentPath: results[path].data_uri, resultPath: path});
-  setTimeout(() => {
-    const img = [...document.querySelectorAll("#app img")].find((i) => i.src.startsWith("data:image/png"));
-    document.body.dataset.probe = img && img.complete ? `${path} ${img.naturalWidth}x${img.naturalHeight}` : "none";
-  }, 1000);
-});
+  waitForImage(path, 50);
+}
+function waitForImage(path, tries) {
+  const img = [...document.querySelectorAll("#app img")].find((i) => i.src.startsWith("data:image/png"));
+  if (img && img.complete && img.naturalWidth > 0) {
+    document.body.dataset.probe = `${path} ${img.naturalWidth}x${img.naturalHeight}`;
+  } else if (tries > 0) {
+    setTimeout(() => waitForImage(path, tries - 1), 100);
+  } else {
+    document.body.dataset.probe = "no image";
+  }
+}
+window.addEventListener("load", () => probeWhenReady(50));
 </script>"""
 
 
@@ -68,6 +82,7 @@ def test_the_report_shows_the_confusion_matrix_in_headless_chromium(report, demo
     assert proc.returncode == 0, proc.stderr[-3000:]
     probe = re.search(r'data-probe="([^"]*)"', proc.stdout)
     width, height = Image.open(demo_run / CONFUSION).size
-    assert probe and probe.group(1) == f"{CONFUSION} {width}x{height}", proc.stderr[-3000:]
+    console = "\n".join(line for line in proc.stderr.splitlines() if "CONSOLE" in line)
+    assert probe and probe.group(1) == f"{CONFUSION} {width}x{height}", (probe and probe.group(1), console[-3000:])
     # The app itself rendered: its navigation names the report's categories.
     assert "Captions" in re.sub(r"<script.*?</script>", "", proc.stdout, flags=re.S)
