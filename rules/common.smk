@@ -187,8 +187,11 @@ def require_weights(ds, towers=(), captions=True):
 def tower_weight_files(ds, model):
     """{tower: local weights file} of the towers a model uses (random-initialised towers have none)."""
     towers = model_train_config(ds, model)["towers"]
-    return {n: towers[n]["weights"] for n in towers_used(model)
-            if n in towers and not towers[n].get("random_init") and towers[n].get("weights")}
+    return {
+        n: towers[n]["weights"]
+        for n in towers_used(model)
+        if n in towers and not towers[n].get("random_init") and towers[n].get("weights")
+    }
 
 
 def faces_weight_files(ds):

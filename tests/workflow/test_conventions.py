@@ -1,11 +1,12 @@
 """Snakemake conventions: conda envs pinned like pyproject and covering what each rule imports, lint-clean rules,
-a docstring per rule."""
+a docstring per rule, snakefmt-formatted Snakefile and rules."""
 from __future__ import annotations
 
 import ast
 import functools
 import importlib.metadata
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -144,3 +145,11 @@ def test_every_rule_explains_itself_in_list_rules():
     assert set(rule_blocks()) == set(entries)
     undocumented = [name for name, doc in entries.items() if not doc.strip()]
     assert not undocumented, f"rules without a docstring: {undocumented}"
+
+
+def test_snakefile_and_rules_are_snakefmt_formatted():
+    """snakefmt with pyproject's [tool.snakefmt] settings would change nothing (run `snakefmt Snakefile rules`)."""
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    out = subprocess.run([str(snakefmt), "--check", "--diff", "Snakefile", "rules"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, f"run `snakefmt Snakefile rules`:\n{out.stdout[-4000:]}{out.stderr[-2000:]}"
