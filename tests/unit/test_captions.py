@@ -1,4 +1,5 @@
 """Caption stage: landmark-motion descriptions from landmark tracks, and Video-LLaVA through the stage's code path."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_raised_brows_are_described_as_rising_brows(astronaut_landmarks, book):
     clip = track(astronaut_landmarks, 12, raise_brows)
     changes = landmark_motion.movement_changes(clip, np.ones(12, bool), book)
     assert changes["brow_height"] > 0.15 and abs(changes["jaw_opening"]) < 0.01
-    text = landmark_motion.describe_changes(changes, book).lower()
+    text = landmark_motion.describe_clip("demo-x", clip, np.ones(12, bool), book).lower()
     assert "brow" in text and any(word in text for word in ("lift", "rise", "arch"))
     assert "jaw" not in text
 
@@ -87,6 +88,146 @@ def test_still_face_says_so_and_invalid_frames_are_ignored(astronaut_landmarks, 
     valid[4] = False
     text = landmark_motion.describe_clip("demo-still", clip, valid, book)
     assert text in {landmark_motion._sentence(s) for s in book.still}
+    assert "no clear" in text.lower()  # says plainly that nothing clear moved
+
+
+def iod(points: np.ndarray) -> float:
+    return float(np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0)))
+
+
+def still_photo_clip(base: np.ndarray, frames: int, rng: np.random.Generator, jitter: float = 0.02) -> np.ndarray:
+    """Landmarks of a still face photographed with a slow zoom, pan and slight rotation, plus per-point detector
+    jitter of ``jitter`` inter-ocular distances (dlib's, on real photos, is 0.3-0.64 of the movement thresholds)."""
+    centre = base.mean(0)
+    zoom, pan, turn = 1 + rng.uniform(-0.08, 0.08, 2), rng.uniform(-0.05, 0.05, (2, 2)) * iod(base) * 3, rng.uniform(-1, 1, 2)
+    out = []
+    for s in np.linspace(0, 1, frames):
+        angle = np.radians(turn[0] + s * (turn[1] - turn[0]))
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        z, p = zoom[0] + s * (zoom[1] - zoom[0]), pan[0] + s * (pan[1] - pan[0])
+        moved = (base - centre) @ rot.T * z + centre + p
+        out.append(moved + rng.normal(0, jitter * iod(base) * z, base.shape))
+    return np.stack(out).astype(np.float32)
+
+
+def test_zoom_pan_and_jitter_of_a_still_photo_are_not_movement(astronaut_landmarks, book):
+    """40 still clips with random zoom, pan, rotation and detector-sized jitter: under 5 % get a movement word."""
+    rng = np.random.default_rng(0)
+    still = {landmark_motion._sentence(s) for s in book.still}
+    texts = [landmark_motion.describe_clip(f"still-{k}", still_photo_clip(astronaut_landmarks, 16, rng), np.ones(16, bool),
+                                           book) for k in range(40)]
+    moved = [t for t in texts if t not in still]
+    assert len(moved) / len(texts) < 0.05, moved
+
+
+def test_a_one_frame_twitch_is_not_a_movement(astronaut_landmarks, book):
+    clip = np.repeat(astronaut_landmarks[None], 14, axis=0).astype(np.float32)
+    clip[7] = raise_brows(astronaut_landmarks.copy())  # one frame: a detector glitch, not a movement
+    text = landmark_motion.describe_clip("demo-twitch", clip, np.ones(14, bool), book)
+    assert text in {landmark_motion._sentence(s) for s in book.still}, text
+
+
+def test_a_real_movement_is_described_through_jitter_zoom_and_pan(astronaut_landmarks, book):
+    rng = np.random.default_rng(1)
+    still = still_photo_clip(astronaut_landmarks, 16, rng)
+    raised = still + track(astronaut_landmarks, 16, raise_brows) - astronaut_landmarks  # brows rise during the zoom
+    text = landmark_motion.describe_clip("demo-brows", raised, np.ones(16, bool), book).lower()
+    assert "brow" in text and any(word in text for word in ("lift", "rise", "arch")), text
+    assert "jaw" not in text and "lips" not in text, text
+
+
+def test_noise_floor_is_the_clips_landmark_jitter(astronaut_landmarks, book):
+    rng = np.random.default_rng(0)
+    drift = np.linspace(0, 30, 16)[:, None, None] + astronaut_landmarks  # a smooth pan: no jitter
+    noisy = drift + rng.normal(0, 2.0, drift.shape)
+    assert landmark_motion.point_jitter(drift) < 1e-6
+    assert 1.8 < landmark_motion.point_jitter(noisy) < 2.2
+    gains = landmark_motion.measure_gains(astronaut_landmarks)
+    assert all(g > 0 for g in gains.values())
+    # the bar of a noisy clip rises above the threshold, by noise_k times the measure's jitter response
+    motion = landmark_motion.analyse(noisy, np.ones(16, bool), book)
+    assert motion["brow_gap"].bar > book.movements[2].threshold
+
+
+def zoomed_photo_clip(image: np.ndarray, frames: int, zoom: tuple[float, float], pan: tuple[float, float],
+                      seed: int = 0) -> list[np.ndarray]:
+    """A still photo made into a clip: a slow zoom and pan (bilinear resampling) plus a little sensor noise."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    out = []
+    for s in np.linspace(0, 1, frames):
+        z = zoom[0] + s * (zoom[1] - zoom[0])
+        m = np.array([[z, 0, (1 - z) * w / 2 + s * pan[0] * w], [0, z, (1 - z) * h / 2 + s * pan[1] * h]])
+        frame = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out.append(np.clip(frame.astype(np.int16) + rng.integers(-3, 4, frame.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+def detected_tracks(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """dlib landmarks of every frame, as the faces stage finds them (detector box, then shape predictor)."""
+    points, valid = [], []
+    for frame in frames:
+        faces = detect_faces(frame)
+        points.append(landmarks_68(frame, faces[0].box) if faces else np.zeros((68, 2), np.float32))
+        valid.append(bool(faces))
+    return np.stack(points), np.array(valid)
+
+
+OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+def real_photos() -> list:
+    from skimage.data import astronaut
+
+    photos = [pytest.param(lambda: astronaut()[:320, 80:400], id="skimage-astronaut")]
+    marks = [] if (OPENCV_DATA / "messi5.jpg").is_file() else [
+        pytest.mark.skip(reason="OpenCV sample data missing: apt-get install opencv-doc")]
+
+    def messi():
+        import cv2
+
+        return cv2.cvtColor(cv2.imread(str(OPENCV_DATA / "messi5.jpg")), cv2.COLOR_BGR2RGB)[:, 150:450]
+
+    photos.append(pytest.param(messi, id="opencv-messi5", marks=marks))
+    return photos
+
+
+@pytest.mark.parametrize("photo", real_photos())
+@pytest.mark.parametrize("zoom,pan", [((1.0, 1.08), (0.02, -0.02)), ((1.06, 0.98), (-0.03, 0.0))])
+def test_a_zoomed_and_panned_real_still_photo_has_no_movement_words(photo, zoom, pan, book):
+    """Real pixels: dlib on a resampled still photo jitters and drifts; the caption must still say nothing moved."""
+    points, valid = detected_tracks(zoomed_photo_clip(photo(), 12, zoom, pan))
+    assert valid.sum() >= 10
+    text = landmark_motion.describe_clip("photo", points, valid, book)
+    assert text in {landmark_motion._sentence(s) for s in book.still}, text
+
+
+def test_interpretive_asides_name_emotions_and_refinement_removes_them(astronaut_landmarks, book):
+    """Strong movements get an MLLM-like aside ("which looks like a smile"); refinement strips exactly that."""
+    from stages.refine.refine import refine
+
+    lexicon = load_lexicon(REPO / "config/lexicons")
+    assert book.interpretations
+    for item in book.interpretations:
+        for phrase in item.phrases:
+            assert emotion_hits(phrase, lexicon), phrase
+    clip = track(astronaut_landmarks, 12, raise_brows)
+    motion = landmark_motion.analyse(clip, np.ones(12, bool), book)
+    with_aside = landmark_motion.describe_motion(motion, book, variant=0)
+    plain = landmark_motion.describe_motion(motion, dataclasses.replace(book, interpretations=()), variant=0)
+    assert with_aside != plain and emotion_hits(with_aside, lexicon)
+    refined = refine(with_aside, lexicon)
+    assert refined.text == plain and refined.removed and not emotion_hits(refined.text, lexicon)
+
+
+def test_alignment_removes_zoom_pan_and_rotation(astronaut_landmarks):
+    angle = np.radians(5)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    frames = np.stack([astronaut_landmarks, astronaut_landmarks @ rot.T * 1.2 + 15]).astype(np.float64)
+    aligned = landmark_motion.align_to_reference(frames, 1)
+    assert np.abs(aligned[1] - astronaut_landmarks).max() < 1e-3
 
 
 def test_wording_varies_with_the_clip_but_is_stable(astronaut_landmarks, book):
