@@ -35,6 +35,11 @@ def test_demo_reaches_metrics_and_a_second_run_does_nothing(demo_run):
     assert approved.num_rows == 14 and set(approved["decision"].to_pylist()) == {"auto_approved"}
     assert all("brow" in c or "lip" in c or "eye" in c or "mouth" in c or "jaw" in c or "head" in c or "face" in c
                for c in approved["caption"].to_pylist())
+    # Review is exercised for real: the captioner's interpretive asides ("which looks like a smile") are removed
+    refinement = json.loads((demo_run / "results/demo/captions/refinement_report.json").read_text())
+    assert refinement["removed_spans"]["total"] > 0
+    sheet = (demo_run / "results/demo/review/sheet.csv").read_text(encoding="utf-8-sig")
+    assert "emotion word" in sheet  # the sheet shows the reviewer what refinement removed and why
     metrics = json.loads((demo_run / "results/demo/fold1/metrics.json").read_text())
     assert metrics["model"] == "star-dagger" and metrics["random_init"] is True and metrics["n"] == 7
     assert 0 <= metrics["uar"] <= 1 and len(metrics["confusion"]) == 7
