@@ -15,6 +15,7 @@ import yaml
 
 from stages.common.config import stage_section
 from stages.common.errors import StageError, run_cli
+from stages.common.weights_files import WEIGHTS_FORMATS
 
 
 @dataclass
@@ -24,17 +25,6 @@ class WeightsItem:
     tower: dict | None = None  # the tower config, for CLIP-like weights
 
 
-# What each kind of weights is and where it is published, for messages printed before any run (no torch import).
-WEIGHTS_FORMATS = {
-    "clip": ("OpenAI CLIP checkpoint of the configured architecture (TorchScript archive as released, or a state dict)",
-             "the openai/CLIP release: `{arch}.pt` (download URLs in clip/clip.py of github.com/openai/CLIP)"),
-    "long_clip": ("Long-CLIP state dict (248 text positions)",
-                  "Hugging Face BeichenZhang/LongCLIP-B, file longclip-B.pt"),
-    "facexformer": ("torch checkpoint whose 'state_dict_backbone' entry holds FaceXFormer's weights",
-                    "Hugging Face kartiknarayan/facexformer, file ckpts/model.pt (about 1.1 GB)"),
-    "video-llava": ("folder in transformers format (config.json, tokenizer files, safetensors shards)",
-                    "Hugging Face LanguageBind/Video-LLaVA-7B-hf (the whole repository)"),
-}
 TOWER_KINDS = {"clip": "clip", "long_clip": "long_clip", "dfer_clip": "clip"}
 
 

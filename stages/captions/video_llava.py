@@ -15,6 +15,7 @@ import numpy as np
 
 from stages.captions.backend import ClipFrames, uniform_indices
 from stages.common.errors import StageError
+from stages.common.weights_files import check_safetensors, unreadable
 
 CHECKPOINT = "LanguageBind/Video-LLaVA-7B-hf"
 LABEL_HINTS = ("none", "paper")
@@ -60,18 +61,22 @@ def build_prompt(question: str) -> str:
 
 
 def check_model_dir(model_dir: str | Path) -> Path:
-    """Raise :class:`StageError` unless ``model_dir`` looks like a complete local Video-LLaVA-hf checkpoint."""
+    """Raise :class:`StageError` unless ``model_dir`` looks like a complete local Video-LLaVA-hf checkpoint whose
+    config and weights files are what they should be (not, say, HTML pages saved by a failed download)."""
     folder = Path(model_dir)
+    published = f"Hugging Face {CHECKPOINT}"
     missing = []
     if not (folder / "config.json").is_file():
         missing.append("config.json")
     index = folder / "model.safetensors.index.json"
+    weights = [folder / "model.safetensors"]
     if index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (ValueError, KeyError) as err:
-            raise StageError(f"captions: {index} is not a valid safetensors index ({err}).") from err
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError) as err:
+            raise unreadable(index, "a safetensors index (JSON with a 'weight_map')", published) from err
         missing += [s for s in shards if not (folder / s).is_file()]
+        weights = [folder / s for s in shards]
     elif not (folder / "model.safetensors").is_file():
         missing.append("model weights (model.safetensors or model.safetensors.index.json + shards)")
     if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
@@ -87,6 +92,12 @@ def check_model_dir(model_dir: str | Path) -> Path:
             f"({EXPECTED_FILES}). Download it beforehand (nothing is fetched at run time), e.g. "
             f"`huggingface-cli download {CHECKPOINT} --local-dir {folder}`."
         )
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise unreadable(folder / "config.json", "the model's transformers config (JSON)", published) from err
+    for path in weights:
+        check_safetensors(path, f"a safetensors file of the {CHECKPOINT} weights", published)
     return folder
 
 

@@ -11,9 +11,8 @@ Module and parameter names follow the official ones, because they are the checkp
 """
 from __future__ import annotations
 
-import logging
+import argparse
 import math
-import pickle
 from pathlib import Path
 
 import torch
@@ -22,8 +21,7 @@ from torch import nn
 from torchvision.models import swin_b
 
 from stages.common.errors import StageError
-
-log = logging.getLogger(__name__)
+from stages.common.weights_files import load_torch_file
 
 INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -255,32 +253,6 @@ def key_table(model: nn.Module) -> list[str]:
     return [f"{key} {'x'.join(map(str, value.shape))}" for key, value in model.state_dict().items()]
 
 
-def _unreadable(path: Path, err: Exception) -> StageError:
-    return StageError(
-        f"{path}: cannot read the FaceXFormer checkpoint ({type(err).__name__}: {err}); the file is probably "
-        f"truncated or corrupt ({path.stat().st_size:,} bytes; the published file is 1,104,869,851 bytes). "
-        f"Download it again from the {PUBLISHED_AT}."
-    )
-
-
-def _read(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only load failed" not in str(err).lower():
-            raise _unreadable(path, err) from err
-        log.warning(
-            "%s holds Python objects besides tensors (e.g. training state); loading it with weights_only=False. "
-            "Only do this with a file from a source you trust (%s).", path, PUBLISHED_AT,
-        )
-    except Exception as err:  # zip reader errors, EOFError, ...
-        raise _unreadable(path, err) from err
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise _unreadable(path, err) from err
-
-
 def load_state(model: FaceXFormer, state: dict, source: str) -> None:
     """Load ``state`` strictly; a StageError names the first missing / unexpected / mis-shaped keys."""
     state = {key.removeprefix("module."): value for key, value in state.items()}
@@ -319,7 +291,8 @@ def checkpoint_file(path: str | Path) -> Path:
 def load_official_checkpoint(model: FaceXFormer, path: str | Path) -> FaceXFormer:
     """Load the official checkpoint file (its ``state_dict_backbone`` entry) into ``model``; returns ``model``."""
     path = checkpoint_file(path)
-    checkpoint = _read(path)
+    # The official file is a training checkpoint: besides tensors it may hold its argparse options.
+    checkpoint = load_torch_file(path, EXPECTED_FORMAT, PUBLISHED_AT, allowed=(argparse.Namespace,))
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict_backbone"), dict):
         found = sorted(map(str, checkpoint))[:10] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise StageError(

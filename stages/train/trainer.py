@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -123,6 +124,16 @@ def save_torch(obj, path: Path) -> None:
         tmp.write_bytes(buffer.getvalue())
 
 
+def load_checkpoint(path: Path, remedy: str = "Delete it and train again.") -> dict:
+    """A file :func:`save_torch` wrote here (tensors and plain Python values), read with ``weights_only=True``:
+    no object in it is unpickled, so a replaced or damaged file cannot run code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise StageError(f"{path}: not a checkpoint written by this trainer (tensors and plain values only; "
+                         f"{type(err).__name__}). {remedy}") from None
+
+
 def lr_at(config: TrainConfig, base_lr: float, epoch: int) -> float:
     """The rate of a parameter group during 0-based ``epoch``; multistep equals torch's MultiStepLR stepped once
     per epoch (DFER-CLIP's schedule)."""
@@ -214,6 +225,17 @@ def run_fingerprint(config: TrainConfig, fold: str, features: list[str], caption
                                           "code": code}).encode()).hexdigest()[:16]
 
 
+def resumable_state(checkpoint_path: Path) -> dict | None:
+    """The interrupted run's state, or None (no checkpoint, or one that does not read: said, then trained afresh)."""
+    if not checkpoint_path.exists():
+        return None
+    try:
+        return load_checkpoint(checkpoint_path, remedy="Starting afresh.")
+    except StageError as err:
+        print(err, file=sys.stderr)
+        return None
+
+
 def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path, dataset_name: str,
         descriptors_path: str | None = None, stop_after_epoch: int | None = None, captions: str | None = None) -> dict:
     """Train ``config.model`` on ``fold`` of the features cache; resume from ``out_dir/checkpoints`` if present.
@@ -255,8 +277,8 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
     best_path = out_dir / "checkpoints" / "best.pt"
     start_epoch, log_rows, best = 0, [], {"score": -1.0, "epoch": -1}
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    state = resumable_state(checkpoint_path)
+    if state:
         if state["fingerprint"] == fingerprint:
             model.load_state_dict(state["trainable"], strict=False)
             optimizer.load_state_dict(state["optimizer"])
@@ -331,8 +353,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     if not processes.main:
         return {"rank": processes.rank}
 
-    final = torch.load(best_path if config.selection != "last" else checkpoint_path, map_location="cpu",
-                       weights_only=False)
+    final = load_checkpoint(best_path if config.selection != "last" else checkpoint_path)
     selected_epoch = final["epoch"] + (1 if config.selection == "last" else 0)
     write_outputs(out_dir, final, log_rows, config, towers, dataset_name, fold, class_names, selected_epoch,
                   train_set.label_hint, recipe_record(config, optimizer, data_config.normalize))
@@ -376,7 +397,7 @@ def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out
     if len(test_set) == 0:
         raise StageError(f"{dataset_name}: no test clips in fold {fold}; check zeroshot.eval_fold.")
     model, towers = build_model(config, run_info["class_names"], test_set.num_frames)
-    trained = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=False)["trainable"]
+    trained = load_checkpoint(model_dir / "model.pt", "Rerun its train rule.")["trainable"]
     model.load_state_dict(trained, strict=False)
     model.to(device)
     loader = make_loader(test_set, batch_size=config.batch_size, shuffle=False, drop_last=False,

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -56,7 +57,7 @@ def config(**overrides) -> TrainConfig:
 
 
 def trained_tensors(out_dir):
-    return torch.load(out_dir / "model.pt", weights_only=False)["trainable"]
+    return torch.load(out_dir / "model.pt", weights_only=True)["trainable"]
 
 
 def test_fit_writes_outputs_and_records_the_run(features, captions, tmp_path):
@@ -82,6 +83,37 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(features, caption
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     strip = lambda text: [line.rsplit(",", 1)[0] for line in text.splitlines()]  # drop the timing column
     assert strip((tmp_path / "whole/train_log.csv").read_text()) == strip((tmp_path / "cut/train_log.csv").read_text())
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(features, captions, tmp_path):
+    fit(features, "fold1", config(), tmp_path, "demo", stop_after_epoch=1, captions=captions)
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(tmp_path / "checkpoints" / name, weights_only=True)  # no object unpickled
+        assert state["epoch"] in (0, 1) and all(isinstance(t, torch.Tensor) for t in state["trainable"].values())
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["optimizer"]["state"]
+
+
+class Marker:
+    """Unpickling this would create a file: the trainer must never do it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_a_checkpoint_holding_objects_is_not_unpickled(features, captions, tmp_path, capsys):
+    (tmp_path / "out" / "checkpoints").mkdir(parents=True)
+    torch.save({"fingerprint": Marker(tmp_path / "ran")}, tmp_path / "out" / "checkpoints" / "last.pt")
+    fit(features, "fold1", config(model="dagger", objective="contrastive", epochs=1), tmp_path / "out", "demo",
+        captions=captions)
+    assert not (tmp_path / "ran").exists()
+    assert "last.pt: not a checkpoint written by this trainer" in capsys.readouterr().err
+    torch.save({"trainable": Marker(tmp_path / "ran")}, tmp_path / "out" / "model.pt")
+    with pytest.raises(StageError, match="model.pt: not a checkpoint written by this trainer.*Rerun its train rule"):
+        zero_shot_predict(tmp_path / "out", features, "fold1", tmp_path / "zs", "demo")
+    assert not (tmp_path / "ran").exists()
 
 
 def test_dfer_clip_baseline_trains_with_its_own_recipe_and_records_it(features, tmp_path):

@@ -14,6 +14,7 @@ import torch
 from open_clip.model import CLIP
 
 from stages.common.errors import StageError
+from stages.common.weights_files import WEIGHTS_FORMATS, load_torch_file, unreadable
 
 LONG_CLIP_KEEP = 20  # positions Long-CLIP copies unchanged from CLIP (SPEC §3.1)
 LONG_CLIP_CONTEXT = 4 * 77 - 3 * LONG_CLIP_KEEP  # 248
@@ -78,18 +79,22 @@ def stretch_positional_embedding(table: torch.Tensor, keep: int = LONG_CLIP_KEEP
     return torch.cat([head, inner.reshape(-1, width), tail], dim=0)
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a local weights file: a TorchScript archive (OpenAI release) or a pickled state dict."""
+def read_state_dict(path: Path, published: str = "clip", arch: str = "ViT-B-16") -> dict[str, torch.Tensor]:
+    """Tensors of a local weights file: a TorchScript archive (OpenAI release) or a state dict (read with
+    ``weights_only=True``); anything else is a StageError naming the expected format and where it is published."""
     if not path.exists():
         raise FileNotFoundError(path)
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                if any(name.endswith("constants.pkl") for name in archive.namelist()):
-                    return {k: v.float() for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-        raise StageError(f"{path}: cannot read the weights file ({err}). It may be truncated: download it again.") from err
+    what, where = WEIGHTS_FORMATS[published]
+    where = where.format(arch=arch)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            scripted = any(name.endswith("constants.pkl") for name in archive.namelist())
+        if scripted:
+            try:
+                return {k: v.float() for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+            except RuntimeError as err:
+                raise unreadable(path, what, where) from err
+    loaded = load_torch_file(path, what, where)
     for key in ("state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -153,7 +158,7 @@ def build_clip(cfg: TowerConfig, seed: int = 0) -> Tower:
         return Tower(model.eval(), True, f"random-init:{seed}")
     path = Path(cfg.weights)
     try:
-        state = read_state_dict(path)
+        state = read_state_dict(path, cfg.published, cfg.arch)
     except FileNotFoundError as err:
         raise StageError(f"{path}: weights file not found. Expected {WHERE_PUBLISHED[cfg.published]}; put it there "
                          f"or change `weights:` in the config.") from err
