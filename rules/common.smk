@@ -164,6 +164,10 @@ def shard_outputs(ds, stage):
     return [f"results/{ds}/{stage}/{shard}.parquet" for shard in dataset_shards(ds)]
 
 
+def frame_shards(wildcards):
+    return shard_outputs(wildcards.ds, "frames")
+
+
 def feature_shards(wildcards):
     return shard_outputs(wildcards.ds, "features")
 

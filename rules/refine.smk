@@ -6,6 +6,7 @@ rule refine:
     input:
         raw=raw_caption_shards,
         index="results/{ds}/index.parquet",
+        frames=frame_shards,
         lexicons=lexicon_files,
     output:
         refined="results/{ds}/captions/refined.parquet",
@@ -32,4 +33,5 @@ rule refine:
         "../envs/captions.yaml"
     shell:
         "python -m stages.refine --raw {input.raw} --index {input.index} --lexicon-dir {params.lexicon_dir}"
+        " --frames {input.frames}"
         " --config-json {params.cfg:q} --out {output.refined} --report {output.report} > {log} 2>&1"

@@ -40,7 +40,13 @@ FRAMES_SCHEMA = pa.schema(
         ("train_candidates", pa.list_(pa.int32())),  # num_segments * K, segment-major
         ("frame_indices", pa.list_(pa.int32())),  # distinct decoded source frames, ascending
         ("jpeg", pa.list_(pa.binary())),  # aligned with frame_indices
-        ("crop_box", pa.list_(pa.float32(), 4)),  # x0, y0, x1, y1 in source pixels; null = whole frame
+        # Face crop (frames.face_crop): the square crop of each frame, x0, y0, x1, y1 in source pixels, aligned with
+        # frame_indices; null = whole frames (face crop off, or no face in the clip).
+        ("crop_boxes", pa.list_(pa.list_(pa.float32(), 4))),
+        ("crop_status", pa.list_(pa.string())),  # per frame: detected | interpolated | filled (nearest tracked box)
+        ("scene_cuts", pa.list_(pa.int32())),  # source frames where a new shot starts (face crop on)
+        ("crop_filled_fraction", pa.float32()),  # share of frames filled; null when face crop is off
+        ("crop_flag", pa.string()),  # "" | "face_filled" (over face_crop.max_filled_fraction) | "no_face"
         ("width", pa.int32()),
         ("height", pa.int32()),
     ]
@@ -85,10 +91,12 @@ REFINED_SCHEMA = pa.schema(
         ("caption_raw", pa.string()),
         ("caption_refined", pa.string()),
         ("removed", pa.list_(REMOVED_SPAN_TYPE)),
-        ("flags", pa.list_(pa.string())),  # e.g. "lexicon:smile", "over_77_tokens", "empty", "counterfactual"
+        # e.g. "lexicon:smile", "over_77_tokens", "empty", "counterfactual", "face_filled" / "no_face" (face crop)
+        ("flags", pa.list_(pa.string())),
         ("leakage_score", pa.float32()),  # 0 = no evidence of label leakage, 1 = strong
         ("n_tokens", pa.int32()),  # CLIP BPE tokens incl. start/end
         ("label_hint", pa.string()),
+        ("face_filled_fraction", pa.float32()),  # frames whose face crop was filled (null: face crop off)
     ]
 )
 

@@ -1,4 +1,5 @@
-"""Frames stage: for each clip of one shard, decode the sampled frames, face-crop, resize, store JPEGs.
+"""Frames stage: for each clip of one shard, decode the sampled frames, face-crop (a face track through the clip,
+stages.frames.face_track), resize, store JPEGs.
 
 Input ``results/{ds}/index.parquet`` (INDEX_SCHEMA); output ``results/{ds}/frames/{shard}.parquet``
 (FRAMES_SCHEMA). Per clip we keep the test indices (centre of each segment), the training candidates of
@@ -24,6 +25,7 @@ from stages.common.io import read_parquet, write_parquet
 from stages.common.schemas import FRAMES_SCHEMA, INDEX_SCHEMA
 from stages.common.shards import parse_shard, shard_of
 from stages.frames import sampling
+from stages.frames.face_track import track_face
 from stages.frames.decode import read_frames
 
 DEFAULTS = {
@@ -31,7 +33,8 @@ DEFAULTS = {
     "candidates_per_segment": sampling.ALL,  # exact DFER-CLIP training draw; an integer K is cheaper
     "size": 224,
     "jpeg_quality": 90,
-    "face_crop": {"enabled": False, "margin": 0.25, "upsample": 1},
+    "face_crop": {"enabled": False, "margin": 0.25, "upsample": 1, "detections": 8, "cut_threshold": 0.4,
+                  "max_filled_fraction": 0.5},
     "max_failed_fraction": 0.05,
 }
 
@@ -55,6 +58,10 @@ def load_config(cfg: dict) -> dict:
         raise StageError("frames config: num_segments and size must be >= 1.")
     if not 0 <= out["max_failed_fraction"] <= 1:
         raise StageError("frames config: max_failed_fraction must lie in [0, 1].")
+    face = out["face_crop"]
+    if not (0 <= face["max_filled_fraction"] <= 1 and 0 < face["cut_threshold"] <= 1 and face["detections"] >= 1):
+        raise StageError("frames config: face_crop needs max_filled_fraction in [0, 1], cut_threshold in (0, 1] and "
+                         f"detections >= 1, got {face}.")
     return out
 
 
@@ -70,17 +77,28 @@ def square_box(box, margin: float, width: int, height: int) -> tuple[int, int, i
     return left, top, left + side, top + side
 
 
-def find_face_box(frames: Sequence[np.ndarray], margin: float, upsample: int):
-    """One square crop box for the whole clip, from the best face of the middle frame (or, failing
-    that, of the frames at 1/4, 3/4, start and end); None when no tried frame has a face."""
-    n = len(frames)
-    for i in dict.fromkeys([n // 2, n // 4, (3 * n) // 4, 0, n - 1]):
-        for up in (upsample, upsample + 1):
-            faces = detect_faces(frames[i], up)
-            if faces:
-                height, width = frames[i].shape[:2]
-                return square_box(faces[0].box, margin, width, height)
-    return None
+def face_crop(frames: Sequence[np.ndarray], frame_numbers: Sequence[int], face: dict, where: str
+              ) -> tuple[list | None, dict]:
+    """Square crop boxes (one per frame; None when no frame has a face) from the clip's face track, and the
+    FRAMES_SCHEMA crop columns. A clip without a face at ``upsample`` is tried again at ``upsample + 1``."""
+    for up in (face["upsample"], face["upsample"] + 1):
+        track = track_face(frames, lambda rgb: [f.box for f in detect_faces(rgb, up)], face["detections"],
+                           face["cut_threshold"])
+        if track.boxes[0] is not None:
+            break
+    filled = track.filled_fraction
+    flag = "no_face" if track.boxes[0] is None else "face_filled" if filled > face["max_filled_fraction"] else ""
+    columns = {"crop_status": track.status, "scene_cuts": [int(frame_numbers[i]) for i in track.cuts],
+               "crop_filled_fraction": filled, "crop_flag": flag}
+    if flag == "no_face":
+        warnings.warn(f"{where}: no face found; keeping whole frames.")
+        return None, columns
+    if flag:
+        warnings.warn(f"{where}: the face was not found in {track.status.count('filled')} of {len(frames)} frames "
+                      f"(more than max_filled_fraction={face['max_filled_fraction']}); their crops repeat the nearest "
+                      "tracked box. The clip is flagged in the review sheet.")
+    boxes = [square_box(box, face["margin"], rgb.shape[1], rgb.shape[0]) for box, rgb in zip(track.boxes, frames)]
+    return boxes, columns
 
 
 def encode_frame(rgb: np.ndarray, box, size: int, quality: int) -> bytes:
@@ -102,12 +120,9 @@ def process_clip(row: dict, cfg: dict) -> dict:
     candidates = sampling.train_candidates(n, segments, k)
     needed = sampling.needed_frames(n, segments, k)
     frames = read_frames(row["source"], row["source_kind"], needed, n_frames=n)
-    box = None
-    face = cfg["face_crop"]
-    if face["enabled"]:
-        box = find_face_box(frames, face["margin"], face["upsample"])
-        if box is None:
-            warnings.warn(f"{row['source']}: no face found in clip {row['clip_id']}; keeping whole frames.")
+    boxes, crop = None, {"crop_status": None, "scene_cuts": None, "crop_filled_fraction": None, "crop_flag": ""}
+    if cfg["face_crop"]["enabled"]:
+        boxes, crop = face_crop(frames, needed, cfg["face_crop"], f"{row['source']} (clip {row['clip_id']})")
     return {
         "clip_id": row["clip_id"],
         "source": row["source"],
@@ -117,8 +132,10 @@ def process_clip(row: dict, cfg: dict) -> dict:
         "test_indices": test.tolist(),
         "train_candidates": candidates.ravel().tolist(),
         "frame_indices": needed.tolist(),
-        "jpeg": [encode_frame(f, box, cfg["size"], cfg["jpeg_quality"]) for f in frames],
-        "crop_box": None if box is None else [float(v) for v in box],
+        "jpeg": [encode_frame(f, None if boxes is None else boxes[i], cfg["size"], cfg["jpeg_quality"])
+                 for i, f in enumerate(frames)],
+        "crop_boxes": None if boxes is None else [[float(v) for v in box] for box in boxes],
+        **crop,
         "width": cfg["size"],
         "height": cfg["size"],
     }

@@ -1,6 +1,7 @@
 """CLI: python -m stages.refine --raw RAW.parquet [RAW ...] --index results/{ds}/index.parquet
     --lexicon-dir config/lexicons --config-json '{}' --out results/{ds}/captions/refined.parquet
     --report results/{ds}/captions/refinement_report.json [--counterfactual CAPTIONS.parquet]
+    [--frames results/{ds}/frames/*.parquet]
 
 Refines every raw caption, flags what may still leak the label, and writes a JSON and a Markdown report.
 Counterfactual captions (label_hint "paper": the clip captioned with another label) come from the raw tables'
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from stages.common.config import config_object
 from stages.common.errors import StageError, run_cli
 from stages.common.io import read_parquet, write_json, write_parquet, write_text
-from stages.common.schemas import CAPTIONS_RAW_SCHEMA, INDEX_SCHEMA, REFINED_SCHEMA
+from stages.common.schemas import CAPTIONS_RAW_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA, REFINED_SCHEMA
 from stages.refine.leakage import counterfactual_agreement, lexicon_flags, text_classifier
 from stages.refine.lexicon import load_lexicon
 from stages.refine.refine import Refinement, count_tokens, refine
@@ -62,9 +63,19 @@ def _histogram(values: list[int], edges: list[int]) -> list[dict]:
     return bins
 
 
+def face_crops(frames_paths: Sequence[str]) -> dict[str, dict]:
+    """``clip_id -> {crop_flag, crop_filled_fraction}`` of the frames shards (the face track of each clip)."""
+    crops = {}
+    for path in frames_paths:
+        table = read_parquet(path, FRAMES_SCHEMA, columns=["clip_id", "crop_flag", "crop_filled_fraction"])
+        crops.update((row["clip_id"], row) for row in table.to_pylist())
+    return crops
+
+
 def run(raw_paths: Sequence[str], index_path: str, lexicon_dir: str, cfg: dict, out: str, report: str,
-        counterfactual_path: str | None = None) -> dict:
+        counterfactual_path: str | None = None, frames_paths: Sequence[str] = ()) -> dict:
     lexicon = load_lexicon(lexicon_dir)
+    crops = face_crops(frames_paths)
     raw: dict[str, dict] = {}
     for path in raw_paths:
         for clip_id, row in _unique_rows(read_parquet(path, CAPTIONS_RAW_SCHEMA), path).items():
@@ -89,6 +100,8 @@ def run(raw_paths: Sequence[str], index_path: str, lexicon_dir: str, cfg: dict, 
         n_tokens = count_tokens(result.text)
         # Over 77 tokens is normal for fine-grained text (Long-CLIP reads 248): informational, never blocks approval.
         flags += [f"info:over_{warn}_tokens"] * (n_tokens > warn) + [f"over_{long}_tokens"] * (n_tokens > long)
+        crop = crops.get(clip_id, {})
+        flags += [crop["crop_flag"]] if crop.get("crop_flag") else []  # face_filled | no_face: the crop may miss the face
         # the --counterfactual file wins over the raw table's own counterfactual_caption
         other_caption = (other.get(clip_id) or {}).get("caption") or row.get("counterfactual_caption") or ""
         if result.text and row["label_hint"] == "paper" and other_caption.strip():
@@ -98,7 +111,8 @@ def run(raw_paths: Sequence[str], index_path: str, lexicon_dir: str, cfg: dict, 
                 flags.append("counterfactual")
         rows.append({"clip_id": clip_id, "caption_raw": caption, "caption_refined": result.text,
                      "removed": [{"text": r.text, "reason": r.reason} for r in result.removed], "flags": flags,
-                     "n_tokens": n_tokens, "label_hint": row["label_hint"] or ""})
+                     "n_tokens": n_tokens, "label_hint": row["label_hint"] or "",
+                     "face_filled_fraction": crop.get("crop_filled_fraction")})
 
     classifier = text_classifier([r["caption_refined"] for r in rows], [class_of.get(r["clip_id"]) for r in rows],
                                  folds=int(cfg["classifier_folds"]), seed=int(cfg["seed"]), stopwords=lexicon.stopwords)
@@ -186,11 +200,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config-json", default="{}", help=f"refine config as JSON; defaults {DEFAULTS}")
     parser.add_argument("--out", required=True, help="results/{ds}/captions/refined.parquet")
     parser.add_argument("--report", required=True, help="JSON report; a Markdown copy goes next to it (.md)")
+    parser.add_argument("--frames", nargs="*", default=[], help="results/{ds}/frames/{shard}.parquet files: clips "
+                        "whose face crop was flagged (frames.face_crop.max_filled_fraction) are flagged here too")
     parser.add_argument("--counterfactual", help="Parquet (clip_id, caption) generated with a different label; "
                         "replaces the raw tables' counterfactual_caption for the clips it lists")
     args = parser.parse_args(argv)
     summary = run(args.raw, args.index, args.lexicon_dir, parse_config(args.config_json), args.out, args.report,
-                  args.counterfactual)
+                  args.counterfactual, args.frames)
     clf = summary["text_classifier"]
     print(f"refine: {summary['rows']} captions, {summary['rows_flagged']} flagged, "
           f"{summary['removed_spans']['total']} spans removed; text-only classifier {clf['status']} "

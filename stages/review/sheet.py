@@ -23,8 +23,8 @@ from stages.common.io import atomic_path
 # What a reviewer edits comes first, then what they read to decide (the refined caption beside what refinement removed
 # from it and why), then context; caption_sha, which ties a decision to the caption it was made on, comes last.
 SHEET_COLUMNS = [
-    "clip_id", "status", "edited_caption", "caption_refined", "removed", "flags", "leakage_score", "label", "splits",
-    "reviewer", "note", "caption_raw", "caption_sha",
+    "clip_id", "status", "edited_caption", "caption_refined", "removed", "flags", "face_filled", "leakage_score", "label",
+    "splits", "reviewer", "note", "caption_raw", "caption_sha",
 ]
 REQUIRED_COLUMNS = ["clip_id", "caption_sha", "status", "edited_caption"]
 STATUSES = ("pending", "approved", "rejected", "edited")
@@ -60,6 +60,12 @@ def spreadsheet_damage(cell: str) -> str:
 def removed_text(removed) -> str:
     """The spans refinement removed, each with its reason: "'in surprise' (emotion word 'surprise') | ..."."""
     return " | ".join(f"'{span['text']}' ({span['reason']})" for span in removed or [])
+
+
+def face_filled_text(fraction) -> str:
+    """Share of the clip's frames whose face crop was filled from the nearest tracked box ("" when not cropped)."""
+    return "" if fraction is None else f"{fraction:.0%}"
+
 
 def normalise_caption(text: str | None) -> str:
     """NFC-normalised text with runs of whitespace (CRLF, tabs, double spaces) collapsed to one space."""
@@ -153,6 +159,7 @@ def export(refined: pa.Table, index: pa.Table, previous: pd.DataFrame | None = N
             "removed": removed_text(ref["removed"]),
             "caption_sha": caption_sha(ref["caption_refined"]), "flags": " ".join(ref["flags"] or []),
             "leakage_score": "" if score is None else f"{score:.3f}",
+            "face_filled": face_filled_text(ref.get("face_filled_fraction")),
             "status": "pending", "edited_caption": "", "reviewer": "", "note": "",
         }
         old = earlier.get(ref["clip_id"])

@@ -292,7 +292,7 @@ def test_video_llava_captions_through_the_stage(tmp_path):
             cv2.imwrite(str(folder / f"{i + 1:06d}.jpg"), np.full((24, 24, 3), 10 * i, np.uint8))
         clips.append({"clip_id": f"demo-{k}", "source": str(folder), "source_kind": "frames", "n_frames": n,
                       "label": k, "test_indices": [], "train_candidates": [], "frame_indices": [], "jpeg": [],
-                      "crop_box": None, "width": 24, "height": 24})
+                      "crop_boxes": None, "width": 24, "height": 24})
     frames = pa.Table.from_pylist(clips, schema=FRAMES_SCHEMA)
     index = pa.Table.from_pylist(
         [{"clip_id": c["clip_id"], "source": c["source"], "source_kind": "frames", "n_frames": c["n_frames"],

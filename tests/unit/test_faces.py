@@ -200,7 +200,8 @@ def _frames_row(clip_id, frames, indices):
     return {
         "clip_id": clip_id, "source": f"videos/{clip_id}.mp4", "source_kind": "video", "n_frames": 20, "label": 0,
         "test_indices": indices, "train_candidates": indices, "frame_indices": indices,
-        "jpeg": [jpeg(f) for f in frames], "crop_box": [0.0, 0.0, 160.0, 160.0], "width": 160, "height": 160,
+        "jpeg": [jpeg(f) for f in frames], "crop_boxes": [[0.0, 0.0, 160.0, 160.0]] * len(frames),
+        "width": 160, "height": 160,
     }
 
 

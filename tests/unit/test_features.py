@@ -15,7 +15,7 @@ FRAMES = [0, 2, 5]
 def frames_row(clip_id: str, label: int) -> dict:
     return dict(clip_id=clip_id, source=f"{clip_id}.mp4", source_kind="video", n_frames=6, label=label,
                 test_indices=[0, 5], train_candidates=[0, 2, 2, 5], frame_indices=FRAMES,
-                jpeg=[f"{clip_id}-{i}".encode() for i in FRAMES], crop_box=None, width=32, height=32)
+                jpeg=[f"{clip_id}-{i}".encode() for i in FRAMES], crop_boxes=None, width=32, height=32)
 
 
 def faces_row(clip_id: str, frame_indices=FRAMES, flag: str = "") -> dict:

@@ -15,7 +15,8 @@ from stages.common.schemas import FRAMES_SCHEMA, INDEX_SCHEMA
 from stages.common.shards import shard_of
 from stages.frames import decode, sampling
 from stages.frames.decode import list_frame_files, read_frames, read_frames_all
-from stages.frames.stage import find_face_box, main, square_box
+from stages.frames.face_track import scene_cuts, track_face
+from stages.frames.stage import DEFAULTS, face_crop, main, square_box
 
 S = 16
 
@@ -288,7 +289,8 @@ def test_stage_writes_frames_shard(tmp_path, video):
         assert row["train_candidates"] == sampling.train_candidates(n, S, 2).ravel().tolist()
         assert row["frame_indices"] == sampling.needed_frames(n, S, 2).tolist()
         assert len(row["jpeg"]) == len(row["frame_indices"])
-        assert row["crop_box"] is None and (row["width"], row["height"]) == (32, 32)
+        assert row["crop_boxes"] is None and row["crop_flag"] == "" and row["crop_filled_fraction"] is None
+        assert (row["width"], row["height"]) == (32, 32)
         for i, data in zip(row["frame_indices"], row["jpeg"]):
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             assert img.shape == (32, 32, 3)
@@ -325,31 +327,47 @@ def test_shards_partition_clips_by_shard_of(tmp_path):
 
 # eyes to chin of the astronaut (by hand in the original photo: x 190..255, y 95..165), in canvas pixels
 FACE_CORE = (400 + 190 // 2, 40 + 95 // 2, 400 + 255 // 2, 40 + 165 // 2)
+FACE = {**DEFAULTS["face_crop"], "enabled": True}
 
 
-def contains_face(box) -> bool:
+def contains_face(box, core=FACE_CORE) -> bool:
     x0, y0, x1, y1 = box
-    return x0 <= FACE_CORE[0] and y0 <= FACE_CORE[1] and x1 >= FACE_CORE[2] and y1 >= FACE_CORE[3]
+    return x0 <= core[0] and y0 <= core[1] and x1 >= core[2] and y1 >= core[3]
 
 
-def astronaut_canvas() -> np.ndarray:
+def shifted(core, dx, dy):
+    return (core[0] - dx, core[1] - dy, core[2] - dx, core[3] - dy)
+
+
+def astronaut_canvas(width: int = 720, flipped_at: int | None = None, background: int = 90) -> np.ndarray:
+    """The astronaut (face ~45 px wide: needs upsampling) at x = 400 on a flat background; ``flipped_at``: a second
+    person, the mirrored photo, at that x."""
     from skimage.data import astronaut
 
-    canvas = np.full((480, 720, 3), 90, np.uint8)
-    canvas[40:296, 400:656] = astronaut()[::2, ::2]  # face ~45 px wide: needs upsampling
+    canvas = np.full((480, width, 3), background, np.uint8)
+    canvas[40:296, 400:656] = astronaut()[::2, ::2]
+    if flipped_at is not None:
+        canvas[40:296, flipped_at:flipped_at + 256] = astronaut()[::2, ::-2]
     return canvas
 
 
-def test_face_crop_box_contains_the_face(tmp_path):
-    canvas = astronaut_canvas()
-    blank = np.full_like(canvas, 90)
-    box = find_face_box([blank, blank, canvas, blank], margin=0.25, upsample=1)
-    assert box is not None
-    x0, y0, x1, y1 = box
-    assert x1 - x0 == y1 - y0 and 0 <= x0 and 0 <= y0 and x1 <= 720 and y1 <= 480
-    assert contains_face(box)
-    assert x1 - x0 < 150  # a face crop, not the whole frame
-    assert find_face_box([blank] * 3, margin=0.25, upsample=1) is None
+def write_pngs(folder, frames) -> None:
+    folder.mkdir()
+    for i, rgb in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def test_face_crop_boxes_contain_the_face():
+    shot = astronaut_canvas()[20:290, 300:660]
+    blank = np.full_like(shot, 90)
+    boxes, columns = face_crop([blank, blank, shot, blank], range(4), FACE, "clip")
+    assert columns["crop_status"] == ["filled", "filled", "detected", "filled"] and columns["crop_flag"] == "face_filled"
+    for x0, y0, x1, y1 in boxes:
+        assert x1 - x0 == y1 - y0 and 0 <= x0 and 0 <= y0 and x1 <= 360 and y1 <= 270
+        assert contains_face((x0, y0, x1, y1), shifted(FACE_CORE, 300, 20)) and x1 - x0 < 150  # not the whole frame
+    with pytest.warns(UserWarning, match="no face found"):
+        assert face_crop([blank] * 3, range(3), FACE, "clip") == (None, {
+            "crop_status": ["filled"] * 3, "scene_cuts": [], "crop_filled_fraction": 1.0, "crop_flag": "no_face"})
 
 
 def test_square_box_stays_inside_the_image():
@@ -358,11 +376,98 @@ def test_square_box_stays_inside_the_image():
 
 
 def test_stage_face_crop(tmp_path):
-    folder = tmp_path / "face"
-    folder.mkdir()
-    for i in range(16):
-        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(astronaut_canvas(), cv2.COLOR_RGB2BGR))
-    (row,) = run_stage(tmp_path, [("t-face", folder, "frames", 16)], face_crop={"enabled": True})
-    x0, y0, x1, y1 = row["crop_box"]
-    assert x1 - x0 == y1 - y0 and contains_face(row["crop_box"])
-    assert len(row["jpeg"]) == 16 and (row["width"], row["height"]) == (32, 32)
+    write_pngs(tmp_path / "face", [astronaut_canvas()[20:290, 300:660]] * 16)
+    (row,) = run_stage(tmp_path, [("t-face", tmp_path / "face", "frames", 16)], face_crop={"enabled": True})
+    assert len(row["crop_boxes"]) == len(row["jpeg"]) == 16 and (row["width"], row["height"]) == (32, 32)
+    for x0, y0, x1, y1 in row["crop_boxes"]:
+        assert x1 - x0 == y1 - y0 and contains_face((x0, y0, x1, y1), shifted(FACE_CORE, 300, 20))
+    assert set(row["crop_status"]) == {"detected", "interpolated"} and row["scene_cuts"] == []
+    assert row["crop_filled_fraction"] == 0 and row["crop_flag"] == ""
+
+
+def test_the_crop_follows_a_panning_camera(tmp_path):
+    """A camera panning right at 8 px per frame: the face crosses 184 px of a 360 x 270 frame."""
+    canvas = astronaut_canvas(960)
+    lefts = [300 + 8 * i for i in range(24)]
+    write_pngs(tmp_path / "pan", [canvas[20:290, x:x + 360] for x in lefts])
+    (row,) = run_stage(tmp_path, [("t-pan", tmp_path / "pan", "frames", 24)], face_crop={"enabled": True})
+    assert row["scene_cuts"] == [] and len(row["crop_boxes"]) == len(row["frame_indices"])
+    for i, box in zip(row["frame_indices"], row["crop_boxes"]):
+        assert contains_face(box, shifted(FACE_CORE, lefts[i], 20)), (i, box)
+    assert row["crop_filled_fraction"] == 0 and row["crop_flag"] == ""
+
+
+def test_a_pan_to_another_person_keeps_the_first_and_is_flagged():
+    """The camera pans from the astronaut to a second person: the crop never jumps to them; the frames after the
+    astronaut left are filled with the last tracked box and counted, and the clip is flagged."""
+    canvas = astronaut_canvas(1000, flipped_at=700)
+    other_core = (700 + 256 - 255 // 2, FACE_CORE[1], 700 + 256 - 190 // 2, FACE_CORE[3])
+    lefts = [240 + 14 * i for i in range(24)]
+    frames = [canvas[20:290, x:x + 360] for x in lefts]
+    face = {**FACE, "detections": 12, "max_filled_fraction": 0.2}
+    with pytest.warns(UserWarning, match="the face was not found in [0-9]+ of 24 frames"):
+        boxes, columns = face_crop(frames, range(24), face, "clip")
+    status = columns["crop_status"]
+    assert any(contains_face((0, 0, 360, 270), shifted(other_core, x, 20)) for x in lefts)  # they come into view
+    for x, box, state in zip(lefts, boxes, status):
+        assert not contains_face(box, shifted(other_core, x, 20))
+        if state != "filled":
+            assert contains_face(box, shifted(FACE_CORE, x, 20))
+    gone = next(i for i, x in enumerate(lefts) if FACE_CORE[2] - x > 360 or FACE_CORE[0] < x)
+    assert status[gone:] == ["filled"] * (24 - gone) and "filled" not in status[:gone - 3]
+    assert columns["crop_flag"] == "face_filled" and columns["crop_filled_fraction"] > 0.2
+
+
+def test_a_cut_to_a_shot_without_a_face_is_flagged(tmp_path):
+    from skimage.data import coffee
+
+    shot = astronaut_canvas()[20:290, 300:660]
+    write_pngs(tmp_path / "cut", [shot] * 8 + [coffee()[:270, :360]] * 16)
+    (row,) = run_stage(tmp_path, [("t-cut", tmp_path / "cut", "frames", 24)], face_crop={"enabled": True})
+    after = [i >= 8 for i in row["frame_indices"]]
+    assert row["scene_cuts"] == [8] and [s == "filled" for s in row["crop_status"]] == after
+    assert all(contains_face(box, shifted(FACE_CORE, 300, 20)) for box in row["crop_boxes"])  # the last face seen
+    assert row["crop_filled_fraction"] == pytest.approx(sum(after) / len(after)) and row["crop_flag"] == "face_filled"
+
+
+def test_after_a_cut_the_face_is_found_again():
+    before = astronaut_canvas()[20:290, 300:660]
+    after = astronaut_canvas(background=30)[60:330, 220:580]  # the other camera: darker, closer to the left
+    boxes, columns = face_crop([before] * 10 + [after] * 14, range(100, 124), FACE, "clip")
+    assert columns["scene_cuts"] == [110] and columns["crop_filled_fraction"] == 0 and columns["crop_flag"] == ""
+    assert all(contains_face(box, shifted(FACE_CORE, 300, 20)) for box in boxes[:10])
+    assert all(contains_face(box, shifted(FACE_CORE, 220, 60)) for box in boxes[10:])
+
+
+# ---------------------------------------------------------------- face track, with a stand-in detector
+
+def numbered_frames(n: int, cut_at: int | None = None) -> list[np.ndarray]:
+    """Flat frames whose first pixel is their number; from ``cut_at`` on in other colours."""
+    frames = [np.full((40, 40, 3), 100, np.uint8) for _ in range(n)]
+    for i, frame in enumerate(frames):
+        if cut_at is not None and i >= cut_at:
+            frame[...] = (20, 200, 60)
+        frame[0, 0] = i
+    return frames
+
+
+def test_track_links_moving_boxes_and_ignores_others():
+    boxes = {i: [(10.0 + i, 5.0, 30.0 + i, 25.0), (60.0, 5.0, 80.0, 25.0)] for i in range(20)}  # mover + bystander
+    boxes[5] = [(60.0, 5.0, 80.0, 25.0)]  # the mover missed: the bystander is not taken instead
+    track = track_face(numbered_frames(20), lambda rgb: boxes[int(rgb[0, 0, 0])], detections=4, cut_threshold=0.4)
+    assert [i for i, s in enumerate(track.status) if s == "detected"] == [0, 10, 15, 19]
+    assert track.status[1:10] == ["filled"] * 9 and track.filled_fraction == 9 / 20
+    for i in range(20):
+        if track.status[i] != "filled":
+            assert track.boxes[i] == pytest.approx((10 + i, 5, 30 + i, 25))  # smoothing keeps a steady motion exact
+    assert track.boxes[3] == pytest.approx((10, 5, 30, 25)) and track.boxes[7] == pytest.approx((20, 5, 40, 25))
+
+
+def test_track_re_detects_after_a_cut_preferring_the_same_look():
+    before = [(10.0, 10.0, 20.0, 20.0)]
+    after = [(2.0, 2.0, 38.0, 38.0), (22.0, 12.0, 32.0, 22.0)]  # a big face, and one like the track's
+    frames = numbered_frames(12, cut_at=6)
+    assert scene_cuts(frames, 0.4) == [6]
+    track = track_face(frames, lambda rgb: before if int(rgb[0, 0, 0]) < 6 else after, detections=12, cut_threshold=0.4)
+    assert track.cuts == [6] and track.filled_fraction == 0
+    assert track.boxes[:6] == [before[0]] * 6 and track.boxes[6:] == [after[1]] * 6

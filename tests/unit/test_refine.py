@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.common.errors import StageError
-from stages.common.schemas import CAPTIONS_RAW_SCHEMA, INDEX_SCHEMA, REFINED_SCHEMA
+from stages.common.schemas import CAPTIONS_RAW_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA, REFINED_SCHEMA
 from stages.refine.__main__ import main as refine_main, parse_config
 from stages.refine.leakage import counterfactual_agreement, lexicon_flags, text_classifier
 from stages.refine.lexicon import emotion_hits, load_lexicon, words
@@ -238,10 +238,13 @@ def test_cli_round_trip(tmp_path):
     counterfactual = [{"clip_id": "demo-005", "caption": "The corners of the mouth turn down, and the gaze drops."}]
     pq.write_table(pa.Table.from_pylist(counterfactual), tmp_path / "cf.parquet")
     out, report = tmp_path / "captions" / "refined.parquet", tmp_path / "captions" / "refinement_report.json"
+    crops = [{"clip_id": "demo-001", "crop_flag": "face_filled", "crop_filled_fraction": 0.75},  # the face track
+             {"clip_id": "demo-000", "crop_flag": "", "crop_filled_fraction": 0.0}]       # of the frames stage
+    pq.write_table(pa.Table.from_pylist(crops, schema=FRAMES_SCHEMA), tmp_path / "frames.parquet")
     refine_main(["--raw", str(tmp_path / "raw0.parquet"), str(tmp_path / "raw1.parquet"),
                  "--index", str(tmp_path / "index.parquet"), "--lexicon-dir", str(LEXICON_DIR),
                  "--config-json", json.dumps({"classifier_folds": 2}), "--out", str(out), "--report", str(report),
-                 "--counterfactual", str(tmp_path / "cf.parquet")])
+                 "--counterfactual", str(tmp_path / "cf.parquet"), "--frames", str(tmp_path / "frames.parquet")])
 
     refined = pq.read_table(out)
     assert refined.schema.equals(REFINED_SCHEMA)
@@ -249,6 +252,8 @@ def test_cli_round_trip(tmp_path):
     assert got["demo-000"]["caption_refined"] == "The cheeks lift and the lips part."
     assert got["demo-000"]["removed"] == [{"text": "showing a happy smile", "reason": "emotion word 'happy'"}]
     assert got["demo-001"]["caption_refined"] == "The brows draw together."
+    assert got["demo-001"]["flags"] == ["face_filled"] and got["demo-001"]["face_filled_fraction"] == 0.75
+    assert got["demo-000"]["face_filled_fraction"] == 0 and got["demo-004"]["face_filled_fraction"] is None
     for cid in ("demo-002", "demo-003", "demo-007"):
         assert got[cid]["caption_refined"] == "" and got[cid]["flags"] == ["empty"] and got[cid]["n_tokens"] == 2
     assert got["demo-004"]["flags"] == ["info:over_77_tokens"]

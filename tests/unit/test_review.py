@@ -77,6 +77,18 @@ def test_export_columns_order_and_flagged_first():
     assert first["flags"] == "lexicon:smile" and first["leakage_score"] == "0.800" and first["status"] == "pending"
 
 
+def test_a_flagged_face_crop_shows_in_the_sheet_and_needs_a_decision(tmp_path):
+    table = refined_table({"demo-a": ("The brows lift.", ["face_filled"]), "demo-c": ("The lips press.", [])})
+    table = table.set_column(table.schema.get_field_index("face_filled_fraction"), "face_filled_fraction",
+                             pa.array([0.8, 0.0], pa.float32()))
+    sheet = export(table, index_table()).set_index("clip_id")
+    assert list(sheet.index) == ["demo-a", "demo-c"] and "face_filled" in SHEET_COLUMNS
+    assert sheet.loc["demo-a", ["flags", "face_filled"]].tolist() == ["face_filled", "80%"]
+    assert sheet.loc["demo-c", "face_filled"] == "0%" and export(refined_table(), index_table())["face_filled"].eq("").all()
+    approved, _ = apply(table, None, "auto_approve_unflagged")
+    assert approved["clip_id"].to_pylist() == ["demo-c"]  # the crop may show someone else: a person decides
+
+
 def test_removed_spans_and_their_reasons_sit_beside_the_refined_caption():
     refined = refined_table().to_pylist()
     refined[0]["removed"] = [{"text": "in surprise", "reason": "emotion word 'surprise'"},
