@@ -34,6 +34,7 @@ from benchmarks.frames import synthetic_frames  # noqa: E402
 from stages.common.io import write_parquet  # noqa: E402
 from stages.common.schemas import FEATURES_SCHEMA  # noqa: E402
 from stages.faces.parsing import encode_parsing  # noqa: E402
+from stages.faces.render import landmark_mask  # noqa: E402
 from stages.frames import sampling  # noqa: E402
 from stages.frames.decode import read_frames  # noqa: E402
 from stages.train.data import ClipDataset, DataConfig, collate, make_loader, transform  # noqa: E402
@@ -57,8 +58,9 @@ READING = (
 )
 
 
-def face_maps(size: int) -> tuple[bytes, list[float]]:
-    """A parsing PNG (skin, brows, eyes, nose, lips, hair as ellipses) and 68 landmarks on the face."""
+def face_maps(size: int) -> tuple[bytes, list[float], bytes]:
+    """A parsing PNG (skin, brows, eyes, nose, lips, hair as ellipses), 68 landmarks on the face and their
+    rendered dots (the features stage's ``landmarks_png``)."""
     classes = np.zeros((size, size), np.uint8)
     c, s = size // 2, size / 224  # centre, scale from a 224 px layout
     for label, x, y, w, h in ((10, 0, -30, 85, 80), (1, 0, 0, 70, 90), (2, -30, -35, 18, 5), (3, 30, -35, 18, 5),
@@ -67,13 +69,13 @@ def face_maps(size: int) -> tuple[bytes, list[float]]:
         cv2.ellipse(classes, (int(c + x * s), int(c + y * s)), (int(w * s), int(h * s)), 0, 0, 360, label, -1)
     angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
     points = np.stack([c + 60 * s * np.cos(angles), c + 80 * s * np.sin(angles)], 1).astype(np.float32)
-    return encode_parsing(classes), points.ravel().tolist()
+    return encode_parsing(classes), points.ravel().tolist(), encode_parsing(landmark_mask(points, size, size))
 
 
 def make_clips(root: Path, n: int, clips: int, size: int) -> tuple[list[Path], Path]:
     """``clips`` frame folders of ``n`` quality-90 JPEGs and a features shard holding the same JPEG bytes."""
     frames = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) for rgb in synthetic_frames(n, size)]
-    parsing, landmarks = face_maps(size)
+    parsing, landmarks, dots = face_maps(size)
     kept = sampling.needed_frames(n, T, K)
     folders, rows = [], []
     for i in range(clips):  # each clip its own pixels (shifted), so no two clips share JPEG bytes
@@ -88,7 +90,7 @@ def make_clips(root: Path, n: int, clips: int, size: int) -> tuple[list[Path], P
                          test_indices=sampling.test_indices(n, T).tolist(),
                          train_candidates=sampling.train_candidates(n, T, K).ravel().tolist(),
                          frame_indices=kept.tolist(), jpeg=[jpegs[j] for j in kept], parsing_png=[parsing] * len(kept),
-                         landmarks=[landmarks] * len(kept), face_status=["detected"] * len(kept), width=size,
+                         landmarks=[landmarks] * len(kept), landmarks_png=[dots] * len(kept), face_status=["detected"] * len(kept), width=size,
                          height=size))
     shard = root / f"features-{n}.parquet"
     write_parquet(pa.Table.from_pylist(rows, schema=FEATURES_SCHEMA), shard)

@@ -127,6 +127,9 @@ FEATURES_SCHEMA = pa.schema(
         ("jpeg", pa.list_(pa.binary())),
         ("parsing_png", pa.list_(pa.binary())),
         ("landmarks", pa.list_(pa.list_(pa.float32(), NUM_LANDMARKS * 2))),
+        # 8-bit single-channel PNG, 255 on the landmark dots (stages.faces.render.landmark_mask at the stored frame
+        # size), all 0 for "missing" frames: rendered once here instead of every epoch in the trainer's loader.
+        ("landmarks_png", pa.list_(pa.binary())),
         ("face_status", pa.list_(pa.string())),
         ("width", pa.int32()),
         ("height", pa.int32()),

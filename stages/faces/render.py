@@ -54,7 +54,19 @@ def render_landmarks(
     canvas = np.zeros((height, width, 3), np.uint8) if image is None else np.array(image, dtype=np.uint8, copy=True)
     if canvas.shape != (height, width, 3):
         raise ValueError(f"image shape {canvas.shape} does not match ({height}, {width}, 3)")
+    _draw_dots(canvas, landmarks, radius, colour)
+    return canvas
+
+
+def landmark_mask(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) uint8, 255 where :func:`render_landmarks` (default radius) draws a dot and 0 elsewhere: the same
+    pixels as any channel of its white-on-black image, drawn on one channel."""
+    mask = np.zeros((height, width), np.uint8)
+    _draw_dots(mask, landmarks, max(1, round(min(height, width) / 112)), (255,))
+    return mask
+
+
+def _draw_dots(canvas: np.ndarray, landmarks: np.ndarray, radius: int, colour: tuple[int, ...]) -> None:
     points = np.round(np.asarray(landmarks, dtype=np.float64).reshape(-1, 2) * (1 << _SHIFT)).astype(np.int64)
     for x, y in points:
         cv2.circle(canvas, (int(x), int(y)), radius << _SHIFT, colour, thickness=-1, lineType=cv2.LINE_8, shift=_SHIFT)
-    return canvas

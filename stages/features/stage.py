@@ -2,8 +2,10 @@
 
 Joins, on ``clip_id``, the frames shard (JPEGs and sampling plans), the faces shard of the same shard
 (landmarks, parsing maps, face status, aligned on the same ``frame_indices``) and the index (label, class
-name, fold membership). Clips flagged ``no_face`` are kept: the trainer renders blank maps for their frames.
-Everything stays in Arrow; bytes are not copied through Python objects.
+name, fold membership). Clips flagged ``no_face`` are kept: the trainer gives their frames blank maps.
+The landmark images (one dot per landmark at the stored frame's size) are rendered here, once, as PNG masks,
+rather than every epoch in the trainer's loader. Everything else stays in Arrow; bytes are not copied through
+Python objects.
 
 Captions are deliberately not joined here: models that read them take ``captions/approved.parquet`` as a
 separate input, so editing a prompt, a lexicon or a review decision does not retrain models without text.
@@ -15,12 +17,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
-from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
+from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA, NUM_LANDMARKS
+from stages.faces.parsing import encode_parsing
+from stages.faces.render import landmark_mask
 
 FRAME_COLUMNS = ["clip_id", "n_frames", "label", "test_indices", "train_candidates", "frame_indices", "jpeg",
                  "width", "height"]
@@ -62,6 +67,19 @@ def check_alignment(frames: pa.Table, faces: pa.Table, frames_path: str, faces_p
                              f"Delete {path} and rerun the stage that makes it.")
 
 
+def landmark_pngs(landmarks: pa.ListArray | pa.ChunkedArray, status: pa.ListArray | pa.ChunkedArray,
+                  heights: list[int], widths: list[int]) -> pa.ListArray:
+    """Per clip, one PNG mask per frame (``landmark_mask`` at the clip's stored size; blank where the face is
+    "missing"), aligned with the clip's ``landmarks``."""
+    out = []
+    for points, statuses, height, width in zip(landmarks.to_pylist(), status.to_pylist(), heights, widths):
+        blank = encode_parsing(np.zeros((height, width), np.uint8))
+        out.append([blank if s == "missing" else
+                    encode_parsing(landmark_mask(np.asarray(p, np.float32).reshape(NUM_LANDMARKS, 2), height, width))
+                    for p, s in zip(points, statuses)])
+    return pa.array(out, pa.list_(pa.binary()))
+
+
 def build(frames_path: str, faces_path: str, index_path: str) -> tuple[pa.Table, str]:
     """The features table of one shard (FEATURES_SCHEMA) and its one-line summary."""
     frames = read_parquet(frames_path, FRAMES_SCHEMA, columns=FRAME_COLUMNS)
@@ -98,6 +116,8 @@ def build(frames_path: str, faces_path: str, index_path: str) -> tuple[pa.Table,
         **{c: frames.column(c) for c in ("n_frames", "test_indices", "train_candidates", "frame_indices", "jpeg",
                                          "width", "height")},
         **{c: faces.column(c) for c in ("parsing_png", "landmarks", "face_status")},
+        "landmarks_png": landmark_pngs(faces.column("landmarks"), faces.column("face_status"),
+                                       frames.column("height").to_pylist(), frames.column("width").to_pylist()),
     }
     table = pa.table(columns).select(FEATURES_SCHEMA.names).cast(FEATURES_SCHEMA)
 

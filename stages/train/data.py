@@ -23,8 +23,10 @@ Interpolation: frames and landmark images bilinear (area when shrinking both sid
 nearest, so colours stay pure palette colours. Landmark images are rendered from the stored landmarks at
 the stored frame's size, then transformed exactly like the frame, so dots stay on the facial points.
 Frames whose face_status is "missing" (and every frame of a no_face clip) get black parsing and landmark
-images. Values are in [0, 1]; ``normalize: clip`` then applies OpenAI CLIP's mean/std to all modalities
-(DFER-CLIP uses no normalisation, SPEC §0.5).
+images. The landmark dots are drawn once, by the features stage (``landmarks_png``); parsing maps are coloured
+after the geometry (nearest interpolation commutes with the colour lookup), one channel at a time. Values are
+in [0, 1]; ``normalize: clip`` then applies OpenAI CLIP's mean/std to all modalities (DFER-CLIP uses no
+normalisation, SPEC §0.5).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ from stages.common.errors import StageError
 from stages.common.io import read_parquet
 from stages.common.schemas import APPROVED_SCHEMA, FEATURES_SCHEMA
 from stages.faces.parsing import L_BROW, L_EYE, NUM_CLASSES, R_BROW, R_EYE, decode_parsing
-from stages.faces.render import PALETTE, render_landmarks
+from stages.faces.render import PALETTE
 from stages.frames.sampling import draw_train_indices
 
 MODALITIES = frozenset({"frames", "parsing", "landmarks", "caption"})
@@ -58,6 +60,9 @@ CROP_TRIES = 10
 FLIP_CLASSES = np.arange(NUM_CLASSES, dtype=np.uint8)  # class id lookup applied to flipped parsing maps
 FLIP_CLASSES[[R_BROW, L_BROW, R_EYE, L_EYE]] = [L_BROW, R_BROW, L_EYE, R_EYE]
 FLIPPED_PALETTE = PALETTE[FLIP_CLASSES]
+# cv2.LUT tables, [flipped][channel][class id] -> colour value (ids past the palette are never stored)
+_PARSING_LUTS = np.zeros((2, 3, 256), np.uint8)
+_PARSING_LUTS[0, :, :NUM_CLASSES], _PARSING_LUTS[1, :, :NUM_CLASSES] = PALETTE.T, FLIPPED_PALETTE.T
 
 
 def _from_dict(cls, values: Mapping | None, where: str, nested: Mapping[str, type] | None = None) -> dict:
@@ -188,19 +193,34 @@ def _decode_jpeg(buffer) -> np.ndarray:
 
 
 def _to_tensor(images: Sequence[np.ndarray], order: np.ndarray) -> torch.Tensor:
-    """(T, 3, S, S) float32 in [0, 1] whose frame t is the (S, S, 3) uint8 image ``images[order[t]]``."""
-    size = images[0].shape[0]
-    planar = np.empty((len(order), 3, size, size), np.uint8)  # transposing uint8 is faster than float
+    """(T, C, S, S) float32 in [0, 1] whose frame t is the (S, S, C) or (S, S) (C = 1) uint8 image ``images[order[t]]``."""
+    size, channels = images[0].shape[0], (images[0].shape + (1,))[2]
+    planar = np.empty((len(order), channels, size, size), np.uint8)  # transposing uint8 is faster than float
     for t, j in enumerate(order):
-        planar[t] = images[j].transpose(2, 0, 1)
+        planar[t] = images[j].reshape(size, size, channels).transpose(2, 0, 1)
     return torch.from_numpy(planar).float().div_(255)
 
 
-def colour_parsing(classes: np.ndarray, frame: np.ndarray | None, flipped: bool) -> np.ndarray:
-    """The pixels of ``render_parsing`` (palette colours, or blended 50/50 over ``frame``), about 5x faster;
-    ``flipped`` swaps the left/right classes first."""
-    colours = np.take(FLIPPED_PALETTE if flipped else PALETTE, classes, axis=0)
-    return colours if frame is None else cv2.addWeighted(frame, 0.5, colours, 0.5, 0.0)
+def _parsing_tensor(classes: Sequence[np.ndarray | None], order: np.ndarray, flipped: bool, size: int) -> torch.Tensor:
+    """(T, 3, S, S) float32 palette colours (``render_parsing``'s pixels) of the class maps ``classes[order[t]]``,
+    black where a map is None; ``flipped`` swaps the left/right classes first. One table lookup per channel."""
+    luts = _PARSING_LUTS[int(flipped)]
+    planar = np.zeros((len(order), 3, size, size), np.uint8)
+    for t, j in enumerate(order):
+        if classes[j] is not None:
+            for k in range(3):
+                cv2.LUT(classes[j], luts[k], dst=planar[t, k])
+    return torch.from_numpy(planar).float().div_(255)
+
+
+def _parsing_over_frames(classes: Sequence[np.ndarray | None], frames: Sequence[np.ndarray], order: np.ndarray,
+                         flipped: bool) -> torch.Tensor:
+    """(T, 3, S, S) float32: palette colours blended 50/50 over the (transformed) frames, black where a map is None."""
+    palette = FLIPPED_PALETTE if flipped else PALETTE
+    blank = np.zeros_like(frames[0])
+    maps = [blank if c is None else cv2.addWeighted(f, 0.5, np.take(palette, c, axis=0), 0.5, 0.0)
+            for c, f in zip(classes, frames)]
+    return _to_tensor(maps, order)
 
 
 def read_captions(path: str | None, clip_ids: list[str]) -> tuple[list[str], set[str]]:
@@ -243,7 +263,7 @@ class ClipDataset(Dataset):
                    "width", "height"]
         columns += ["jpeg"] * self.need_frames
         columns += ["parsing_png"] * ("parsing" in self.modalities)
-        columns += ["landmarks"] * ("landmarks" in self.modalities)
+        columns += ["landmarks_png"] * ("landmarks" in self.modalities)
         columns += ["face_status"] * bool(self.modalities & {"parsing", "landmarks"})
 
         wanted, names, tables = {"fold": fold, "split": split}, {}, []
@@ -352,21 +372,24 @@ class ClipDataset(Dataset):
         on_frame = self.config.middle_level_background == "frame"  # maps over the frame (without brightness)
         if modalities & {"parsing", "landmarks"}:
             missing = pc.equal(column("face_status")[row].values, "missing").to_numpy(zero_copy_only=False)[unique]
-            blank = np.zeros((size, size, 3), np.uint8)
         if "parsing" in modalities:
             pngs = column("parsing_png")[row].values
-            maps = [blank if missing[k] else
-                    colour_parsing(transform(decode_parsing(pngs[int(p)].as_buffer()), aug, size, nearest=True),
-                                   frames[k] if on_frame else None, flipped)
-                    for k, p in enumerate(unique)]
-            item["parsing"] = _to_tensor(maps, inverse)
+            classes = [None if missing[k] else transform(decode_parsing(pngs[int(p)].as_buffer()), aug, size, nearest=True)
+                       for k, p in enumerate(unique)]
+            item["parsing"] = (_parsing_over_frames(classes, frames, inverse, flipped) if on_frame
+                               else _parsing_tensor(classes, inverse, flipped, size))
         if "landmarks" in modalities:
-            points = column("landmarks")[row].values.flatten().to_numpy().reshape(-1, 68, 2)
-            height, width = (int(v) for v in self._sizes[row])
-            dots = [blank if missing[k] else
-                    transform(render_landmarks(points[p], height, width, stored[k] if on_frame else None), aug, size)
-                    for k, p in enumerate(unique)]
-            item["landmarks"] = _to_tensor(dots, inverse)
+            pngs = column("landmarks_png")[row].values
+            masks = [None if missing[k] else decode_parsing(pngs[int(p)].as_buffer()) for k, p in enumerate(unique)]
+            if on_frame:  # white dots drawn into the stored frame (render_landmarks' pixels), then transformed
+                blank = np.zeros((size, size, 3), np.uint8)
+                dots = [blank if m is None else transform(np.where(m[..., None] > 0, np.uint8(255), f), aug, size)
+                        for m, f in zip(masks, stored)]
+                item["landmarks"] = _to_tensor(dots, inverse)
+            else:  # white on black: every channel is the mask, so transform one channel and repeat it
+                blank = np.zeros((size, size), np.uint8)
+                dots = [blank if m is None else transform(m, aug, size) for m in masks]
+                item["landmarks"] = _to_tensor(dots, inverse).expand(-1, 3, -1, -1)
 
         if aug is not None and aug.brightness != 1.0 and "frames" in item:
             item["frames"].mul_(aug.brightness).clamp_(0, 1)
@@ -374,7 +397,7 @@ class ClipDataset(Dataset):
             mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
             for key in ("frames", "parsing", "landmarks"):
                 if key in item:
-                    item[key].sub_(mean).div_(std)
+                    item[key] = (item[key] - mean) / std  # not in place: landmarks may be an expanded view
         item["source_frames"] = torch.from_numpy(self._list(row, "frame_indices")[positions].astype(np.int64))
         item.update(caption=self._captions[row], label=int(self._labels[row]), clip_id=self._ids[row], index=int(i))
         return item

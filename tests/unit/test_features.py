@@ -1,12 +1,15 @@
 """Features stage: the per-clip join of frames, faces and index (no captions), and its failure messages."""
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
 from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
+from stages.faces.parsing import decode_parsing
+from stages.faces.render import render_landmarks
 from stages.features.stage import build, main
 
 FRAMES = [0, 2, 5]
@@ -102,3 +105,15 @@ def test_clip_missing_from_index_fails(inputs):
     write_parquet(table.filter(pa.array([c != "a" for c in table.column("clip_id").to_pylist()])), inputs["index"])
     with pytest.raises(StageError, match="clips a are not in .*index.parquet"):
         run_build(inputs)
+
+
+def test_landmark_images_are_rendered_once_here(inputs):
+    """landmarks_png decodes to the dots the trainer's loader used to draw every epoch (render_landmarks at the
+    stored size), blank for frames whose face is missing."""
+    rows = {r["clip_id"]: r for r in run_build(inputs)[0].to_pylist()}
+    for points, png in zip(rows["a"]["landmarks"], rows["a"]["landmarks_png"]):
+        expected = render_landmarks(np.array(points, np.float32).reshape(68, 2), 32, 32)
+        mask = decode_parsing(png)
+        assert mask.shape == (32, 32) and np.array_equal(np.repeat(mask[..., None], 3, 2), expected)
+    assert decode_parsing(rows["a"]["landmarks_png"][2]).any()
+    assert not any(decode_parsing(png).any() for png in rows["c"]["landmarks_png"])  # no_face: every frame missing

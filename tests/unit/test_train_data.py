@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -10,8 +11,9 @@ from stages.common.errors import StageError
 from stages.faces.render import PALETTE, render_landmarks, render_parsing
 from stages.frames import sampling
 from tests.unit.synthetic_features import K, STORED, T, clip_row, write_captions, write_rows
-from stages.train.data import (CLIP_MEAN, CLIP_STD, AugmentConfig, ClipDataset, DataConfig, collate, colour_parsing,
-                               make_loader)
+from stages.faces.parsing import decode_parsing
+from stages.train.data import (CLIP_MEAN, CLIP_STD, FLIPPED_PALETTE, AugmentConfig, ClipDataset, DataConfig, collate,
+                               make_loader, transform)
 
 ALL = {"frames", "parsing", "landmarks", "caption"}
 STRONG = AugmentConfig(brightness=0.5, rotation_degrees=10, crop_scale=(0.5, 1.0))
@@ -197,12 +199,56 @@ def test_missing_face_frames_get_black_maps(tmp_path):
     assert (item["landmarks"] == 0).all() and (item["parsing"] == 0).all()  # no 68 dots at the origin
 
 
-def test_colour_parsing_matches_render_parsing():
-    rng = np.random.default_rng(1)
-    classes = rng.integers(0, 11, (20, 24), dtype=np.uint8)
-    frame = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-    assert np.array_equal(colour_parsing(classes, None, False), render_parsing(classes))
-    assert np.array_equal(colour_parsing(classes, frame, False), render_parsing(classes, frame))
+def per_epoch_maps(ds: ClipDataset, i: int, rows: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """Item ``i``'s parsing and landmark images as the loader made them before the features stage stored the dots:
+    parsing colours (``render_parsing``, flipped palette when flipped, blended over the transformed frame when the
+    background is the frame) and ``render_landmarks`` from the stored points every epoch (the old code path)."""
+    size, table = ds.config.image_size, rows[ds.clip_ids[i]]
+    positions, aug = ds.draw(i)
+    on_frame, flipped = ds.config.middle_level_background == "frame", aug is not None and aug.flip
+    points = np.array(table["landmarks"], np.float32).reshape(-1, 68, 2)
+    out = {"parsing": [], "landmarks": []}
+    for p in positions:
+        stored = cv2.cvtColor(cv2.imdecode(np.frombuffer(table["jpeg"][p], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        frame = transform(stored, aug, size)
+        blank = np.zeros((size, size, 3), np.uint8)
+        missing = table["face_status"][p] == "missing"
+        classes = transform(decode_parsing(table["parsing_png"][p]), aug, size, nearest=True)
+        colours = np.take(FLIPPED_PALETTE if flipped else PALETTE, classes, axis=0)
+        parsing = cv2.addWeighted(frame, 0.5, colours, 0.5, 0.0) if on_frame else colours
+        out["parsing"].append(blank if missing else parsing)
+        dots = render_landmarks(points[p], table["height"], table["width"], stored if on_frame else None)
+        out["landmarks"].append(blank if missing else transform(dots, aug, size))
+    return {k: torch.from_numpy(np.stack(v).transpose(0, 3, 1, 2).copy()).float() / 255 for k, v in out.items()}
+
+
+@pytest.mark.parametrize("background", ["black", "frame"])
+def test_maps_equal_the_per_epoch_rendering(tmp_path, background):
+    """Stored landmark dots and colouring after the geometry give exactly the old per-epoch pixels, in training
+    (rotation, crop, flip; both flip states met) and test mode, with missing-face frames."""
+    rng = np.random.default_rng(3)
+    points = rng.uniform(2, STORED - 2, (68, 2)).astype(np.float32)
+    classes = rng.integers(0, 11, (STORED, STORED), dtype=np.uint8)
+    texture = rng.integers(0, 256, (STORED, STORED, 3), dtype=np.uint8)
+    status = ["detected", "missing", "filled"] * 20
+    path = write_rows(tmp_path / "f.parquet", [
+        clip_row(f"c{j}", 40, [("fold1", "train"), ("fold2", "test")], image=lambda i: np.roll(texture, i, 1),
+                 parsing=classes, landmarks=points, status=status[:len(sampling.needed_frames(40, T, K))])
+        for j in range(3)])
+    rows = {r["clip_id"]: r for r in pq.read_table(path).to_pylist()}
+    flips = set()
+    for train, fold in ((True, "fold1"), (False, "fold2")):
+        ds = ClipDataset([path], fold, "train" if train else "test",
+                         DataConfig(image_size=40, middle_level_background=background, augment=STRONG), train=train,
+                         modalities={"parsing", "landmarks"})
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            for i in range(len(ds)):
+                item, old = ds[i], per_epoch_maps(ds, i, rows)
+                flips.add(ds.draw(i)[1].flip if train else None)
+                for key in ("parsing", "landmarks"):
+                    assert item[key].shape == old[key].shape and torch.equal(item[key], old[key]), (key, train, epoch, i)
+    assert flips == {True, False, None}
 
 
 def test_clip_normalisation(shards):
