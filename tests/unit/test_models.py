@@ -169,3 +169,49 @@ def test_truncated_or_absent_weights_say_what_to_do(tmp_path):
         build_clip(TowerConfig(arch="tiny", arch_config=TINY, weights=str(tmp_path / "nope.pt")))
     with pytest.raises(StageError, match="random_init: true"):
         build_clip(TowerConfig(arch="tiny", arch_config=TINY))
+
+
+def full_context_text(text, tokens: torch.Tensor, adapter_set: str) -> torch.Tensor:
+    """The text tower as it ran before the batched, cut-short pass: one set at a time over the whole context."""
+    x = text.token_embedding(tokens) + text.positional_embedding[: tokens.shape[1]]
+    mask = text.attn_mask[: tokens.shape[1], : tokens.shape[1]]
+    for block, adapter in zip(text.transformer.resblocks, text.adapters[adapter_set]):
+        x = text._block(block, adapter(x), mask)
+    pooled = text.ln_final(x)[torch.arange(len(tokens)), tokens.argmax(dim=1)]
+    return pooled @ text.text_projection
+
+
+def busy_adapters(fine: FineClip) -> FineClip:
+    """Non-zero up-projections, so every adapter (and the text cut) changes the outputs."""
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for name, p in fine.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+    return fine
+
+
+@pytest.mark.parametrize("checkpoint_blocks", [False, True])
+def test_fast_paths_give_the_old_logits_and_gradients(checkpoint_blocks):
+    """PN prompts as one cut-short text pass (and optional block checkpointing) = the per-set full-context passes."""
+    fast = busy_adapters(model(checkpoint_blocks=checkpoint_blocks)).train()
+    old = busy_adapters(model()).train()
+    old.class_embeddings = lambda: (full_context_text(old.label_text, old.positive_tokens, "positive"),
+                                    full_context_text(old.label_text, old.negative_tokens, "negative"))
+    old_fine = old.fine_text.forward
+    old.fine_text.forward = lambda tokens, adapter_set: full_context_text(old.fine_text, tokens, adapter_set)
+    assert fast.positive_tokens.shape[1] == 77 and int(fast.positive_tokens.argmax(1).max()) < 20  # the cut is real
+    results = []
+    for fine in (fast, old):
+        torch.manual_seed(11)  # drop-path draws
+        out = fine(batch())
+        fine.loss(out, batch()["label"]).backward()
+        grads = {n: p.grad for n, p in fine.named_parameters() if p.requires_grad and p.grad is not None}
+        results.append((out.logits.detach(), grads))
+    (logits, grads), (old_logits, old_grads) = results
+    assert torch.allclose(logits, old_logits, atol=1e-4, rtol=1e-4)
+    assert grads.keys() == old_grads.keys() and any("label_text" in n for n in grads) and any("fine_text" in n for n in grads)
+    for name in grads:  # float32 rounding, amplified by 1 / tau = 100: relative to the gradient's scale
+        scale = old_grads[name].abs().max()
+        assert (grads[name] - old_grads[name]).abs().max() <= 1e-3 * scale, (name, scale)
+    old.fine_text.forward = old_fine

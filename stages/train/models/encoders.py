@@ -6,9 +6,12 @@ text tower a ``positive`` and a ``negative`` set (PN descriptors), the Long-CLIP
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 from open_clip.transformer import ResidualAttentionBlock, text_global_pool
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.ops import stochastic_depth
 
 from stages.train.models.adapters import BottleneckAdapter
@@ -46,9 +49,10 @@ class AdaptedVisionTower(nn.Module):
     """
 
     def __init__(self, visual: nn.Module, adapter_sets: dict[str, bool], num_frames: int, ratio: float = 0.25,
-                 mlp_scale: float = 0.5, drop_path_rate: float = 0.0):
+                 mlp_scale: float = 0.5, drop_path_rate: float = 0.0, checkpoint_blocks: bool = False):
         super().__init__()
         self.visual = visual
+        self.checkpoint_blocks = checkpoint_blocks  # recompute each block in the backward pass instead of storing it
         width = visual.conv1.out_channels
         layers = len(visual.transformer.resblocks)
         self.mlp_scale = mlp_scale
@@ -73,8 +77,12 @@ class AdaptedVisionTower(nn.Module):
             x = x.view(batch * frames, tokens, -1)
         x = self.visual.ln_pre(self.visual.patch_dropout(x))
         adapters = self.adapters[adapter_set] if adapter_set is not None else [None] * len(self.visual.transformer.resblocks)
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled() and adapter_set is not None
         for block, block_adapters, rate in zip(self.visual.transformer.resblocks, adapters, self.drop_path_rates):
-            x = self._block(block, block_adapters, x, batch, frames, rate)
+            if recompute:  # the RNG state is replayed, so drop-path draws the same in the recomputation
+                x = checkpoint(self._block, block, block_adapters, x, batch, frames, rate, use_reentrant=False)
+            else:
+                x = self._block(block, block_adapters, x, batch, frames, rate)
         pooled, _ = self.visual._pool(x)
         if self.visual.proj is not None:
             pooled = pooled @ self.visual.proj
@@ -130,18 +138,33 @@ class AdaptedTextTower(nn.Module):
 
     def forward(self, tokens: torch.Tensor, adapter_set: str | None) -> torch.Tensor:
         """(N, context) token ids -> (N, embed_dim)."""
-        x = self.token_embedding(tokens) + self.positional_embedding[: tokens.shape[1]]
-        mask = self.attn_mask[: tokens.shape[1], : tokens.shape[1]] if self.attn_mask is not None else None
-        adapters = self.adapters[adapter_set] if adapter_set is not None else [None] * len(self.transformer.resblocks)
-        for block, adapter in zip(self.transformer.resblocks, adapters):
-            if adapter is not None:
-                x = adapter(x)
+        return self.forward_sets({adapter_set: tokens})[adapter_set]
+
+    def forward_sets(self, tokens: Mapping[str | None, torch.Tensor]) -> dict[str | None, torch.Tensor]:
+        """Several adapter sets in one pass: ``{set: (N_set, context) token ids}`` -> ``{set: (N_set, embed_dim)}``.
+
+        The frozen layers run once on all rows (one batch instead of one per set); each set's adapters act on its
+        own rows. With the causal mask, the end-of-text token sees only the tokens before it, so the sequence is
+        cut after the last end-of-text token of the batch: the padding after it cannot change the output.
+        """
+        names = list(tokens)
+        ids = torch.cat([tokens[name] for name in names])
+        if self.attn_mask is not None:
+            ids = ids[:, : int(ids.argmax(dim=1).max()) + 1]
+        sizes = [len(tokens[name]) for name in names]
+        x = self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
+        mask = self.attn_mask[: ids.shape[1], : ids.shape[1]] if self.attn_mask is not None else None
+        sets = [self.adapters[name] if name is not None else [None] * len(self.transformer.resblocks) for name in names]
+        for layer, block in enumerate(self.transformer.resblocks):
+            if any(adapters[layer] is not None for adapters in sets):
+                parts = x.split(sizes)
+                x = torch.cat([part if adapters[layer] is None else adapters[layer](part)
+                               for part, adapters in zip(parts, sets)]) if len(parts) > 1 else sets[0][layer](x)
             x = self._block(block, x, mask)
         x = self.ln_final(x)
-        pooled = text_global_pool(x, tokens, "argmax")
-        if isinstance(self.text_projection, nn.Linear):
-            return self.text_projection(pooled)
-        return pooled @ self.text_projection
+        pooled = text_global_pool(x, ids, "argmax")
+        pooled = self.text_projection(pooled) if isinstance(self.text_projection, nn.Linear) else pooled @ self.text_projection
+        return dict(zip(names, pooled.split(sizes)))
 
     @staticmethod
     def _block(block, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -34,6 +34,7 @@ class FineClipConfig:
     positive_prompt: str = "A person with an expression of {}."
     negative_prompt: str = "A person with an expression of no {}."
     detach_loss_weights: bool = True  # Eq. 11 weights act as constants in the loss (see docs/METHOD.md)
+    checkpoint_blocks: bool = False  # recompute vision blocks in the backward pass: less memory, ~1/3 more compute
 
     @classmethod
     def from_dict(cls, raw: dict) -> FineClipConfig:
@@ -83,7 +84,7 @@ class FineClip(nn.Module):
         uses_faces = "parsing" in config.modalities
         vision_sets = {"video": config.temporal_adapter, **({"face": False} if uses_faces else {})}
         self.vision = AdaptedVisionTower(clip.model.visual, vision_sets, num_frames, config.adapter_ratio, config.mlp_scale,
-                                         config.drop_path_rate)
+                                         config.drop_path_rate, config.checkpoint_blocks)
         self.label_text = AdaptedTextTower(clip.model, ("positive", "negative"), config.adapter_ratio)
         self.fine_text = None
         if "text" in config.modalities:
@@ -115,8 +116,9 @@ class FineClip(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------------------
     def class_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 2-4: c_P and c_N for every class, through the positive and negative adapter sets."""
-        return self.label_text(self.positive_tokens, "positive"), self.label_text(self.negative_tokens, "negative")
+        """Eq. 2-4: c_P and c_N for every class, through the positive and negative adapter sets (one text-tower pass)."""
+        out = self.label_text.forward_sets({"positive": self.positive_tokens, "negative": self.negative_tokens})
+        return out["positive"], out["negative"]
 
     def encode(self, batch: dict) -> dict[str, torch.Tensor]:
         """The embeddings v, p, l, f of the variant's modalities."""
@@ -152,8 +154,8 @@ class FineClip(nn.Module):
             raise StageError(f"zero-shot needs the fine-grained text tower; variant {self.config.variant} has none.")
         context = self.fine_text.context_length
         device = batch["frames"].device
-        positive = self.fine_text(tokenize([self.config.positive_prompt.format(c) for c in class_names], context).to(device), "fine")
-        negative = self.fine_text(tokenize([self.config.negative_prompt.format(c) for c in class_names], context).to(device), "fine")
+        prompts = [p.format(c) for p in (self.config.positive_prompt, self.config.negative_prompt) for c in class_names]
+        positive, negative = self.fine_text(tokenize(prompts, context).to(device), "fine").chunk(2)
         video = F.normalize(self.vision(batch["frames"], "video"), dim=-1)
         logits = pn_similarity(video, positive, negative) / self.config.temperature
         return ModelOutput(logits=logits, modality_logits={"video": logits}, weights=torch.ones(len(logits), 1, device=device))
