@@ -11,6 +11,7 @@ the train-step section of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,12 +23,9 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from stages.train.models.dfer_clip import DferClip, DferClipConfig, read_descriptors  # noqa: E402
-from stages.train.models.fineclip import VARIANTS, FineClip, FineClipConfig  # noqa: E402
-from stages.train.models.towers import TowerConfig, build_clip  # noqa: E402
 from results_file import update_section  # benchmarks/ is on sys.path when a script runs
 
 BEGIN, END = "<!-- train_step:begin -->", "<!-- train_step:end -->"
@@ -60,7 +58,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def build(name: str, frames: int) -> torch.nn.Module:
+def build(name: str, frames: int, checkpoint_blocks: bool = False) -> torch.nn.Module:
+    """The configuration's model, from the ``stages`` package first on sys.path (this tree's, or --code's)."""
+    from stages.train.models.dfer_clip import DferClip, DferClipConfig, read_descriptors
+    from stages.train.models.fineclip import VARIANTS, FineClip, FineClipConfig
+    from stages.train.models.towers import TowerConfig, build_clip
+
     descriptors = read_descriptors(DESCRIPTORS)
     classes = list(descriptors)[:7]
     arch = CONFIGS[name][1]
@@ -69,24 +72,42 @@ def build(name: str, frames: int) -> torch.nn.Module:
     long_clip = None
     if "text" in VARIANTS[name]:
         long_clip = build_clip(TowerConfig(arch=arch, random_init=True, context_length=248), seed=1)
-    return FineClip(build_clip(TowerConfig(arch=arch, random_init=True)), classes, FineClipConfig(variant=name), frames,
-                    long_clip)
+    extra = {"checkpoint_blocks": True} if checkpoint_blocks else {}
+    return FineClip(build_clip(TowerConfig(arch=arch, random_init=True)), classes, FineClipConfig(variant=name, **extra),
+                    frames, long_clip)
+
+
+def matmul_flops(size: int = 1024, seconds: float = 2.0) -> float:
+    """This process's float32 matmul rate (FLOP/s): square ``size`` products for about ``seconds``."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    a @ b
+    n, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        n += 1
+    return 2 * size ** 3 * n / (time.perf_counter() - started)
 
 
 def worker(args) -> dict:
     """Build one configuration, take 1 + repeats steps, report per-step times (after the warm-up) and memory."""
+    sys.path.insert(0, str(args.code))
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build(args.worker, args.frames).train()
+    model = build(args.worker, args.frames, args.checkpoint_blocks).train()
     shape = (args.batch, args.frames, 3, args.size, args.size)
     batch = {"frames": torch.rand(shape), "parsing": torch.rand(shape), "landmarks": torch.rand(shape),
              "caption": [CAPTION] * args.batch, "label": torch.randint(0, 7, (args.batch,))}
     optimizer = torch.optim.SGD(model.param_groups(1e-3), lr=1e-3, momentum=0.9)
     built = peak_rss_mb()
-    wall, cpu = [], []
-    for _ in range(1 + args.repeats):
+    wall, cpu, matmul = [], [], []
+    counter = FlopCounterMode(display=False)
+    for step in range(1 + args.repeats):
+        if step:
+            matmul.append(matmul_flops())  # the machine's rate right before each timed step: same load
         w, c = time.perf_counter(), time.process_time()
-        loss = model.loss(model(batch), batch["label"])
-        loss.backward()
+        with counter if step == 0 else contextlib.nullcontext():  # the warm-up step counts the FLOPs
+            loss = model.loss(model(batch), batch["label"])
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         wall.append(time.perf_counter() - w)
@@ -94,6 +115,7 @@ def worker(args) -> dict:
     return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in model.parameters()),
             "wall": statistics.median(wall[1:]), "cpu": statistics.median(cpu[1:]), "warmup": wall[0],
+            "flops": counter.get_total_flops(), "matmul": statistics.median(matmul),
             "built_mb": built, "peak_mb": peak_rss_mb()}
 
 
@@ -105,49 +127,69 @@ def machine() -> str:
             f"{platform.release()}; Python {platform.python_version()}; PyTorch {torch.__version__}")
 
 
+def run_worker(name: str, code: Path, checkpoint_blocks: bool, args) -> dict:
+    options = [f"--{key}={getattr(args, key)}" for key in ("batch", "frames", "size", "repeats", "threads")]
+    options += [f"--code={code}"] + ["--checkpoint-blocks"] * checkpoint_blocks
+    run = subprocess.run([sys.executable, __file__, "--worker", name, *options], check=True, stdout=subprocess.PIPE,
+                         text=True)
+    return json.loads(run.stdout.splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=["full", "base", "star-dagger"])
     parser.add_argument("--batch", type=int, default=1, help="clips per step")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip")
     parser.add_argument("--size", type=int, default=224, help="frame width and height")
-    parser.add_argument("--repeats", type=int, default=2, help="timed steps after one warm-up step")
+    parser.add_argument("--repeats", type=int, default=1, help="timed steps after one warm-up (FLOP-counting) step")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over all configurations, interleaved")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--before", type=Path, help="a checkout of the code before (git worktree): its FineCLIPER "
+                        "configurations run too, interleaved with this tree's")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"), help="Markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="only print the table")
     parser.add_argument("--worker", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint-blocks", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
         return
 
-    names = [name for name in CONFIGS if name in args.configs]  # the first one is the reference of the ratios
-    results, load, started = {}, [os.getloadavg()[0]], time.perf_counter()
-    for name in names:
-        options = [f"--{key}={getattr(args, key)}" for key in ("batch", "frames", "size", "repeats")]
-        run = subprocess.run([sys.executable, __file__, "--worker", name, *options], check=True, stdout=subprocess.PIPE, text=True)
-        results[name] = json.loads(run.stdout.splitlines()[-1])
-        load.append(os.getloadavg()[0])
-        print(f"{name}: {results[name]['wall']:.1f} s a step", file=sys.stderr, flush=True)
+    runs = []  # (row key, config name, code tree, checkpoint_blocks); full fine-tuning (DFER-CLIP) code is unchanged
+    for name in CONFIGS:
+        if name not in args.configs:
+            continue
+        if args.before and not name.startswith("full"):
+            runs.append((f"{name}, before", name, args.before, False))
+        runs.append((name, name, ROOT, False))
+        if name == "base":
+            runs.append((f"{name}, checkpoint_blocks", name, ROOT, True))
+    samples, load, started = {key: [] for key, *_ in runs}, [os.getloadavg()[0]], time.perf_counter()
+    for _ in range(args.rounds):  # interleaved: every configuration sees the same spells of load
+        for key, name, code, checkpoint_blocks in runs:
+            samples[key].append(run_worker(name, code, checkpoint_blocks, args))
+            load.append(os.getloadavg()[0])
+            print(f"{key}: {samples[key][-1]['wall']:.1f} s a step", file=sys.stderr, flush=True)
     minutes = (time.perf_counter() - started) / 60
+    results = {key: {field: (statistics.median(s[field] for s in runs_of) if field in ("wall", "cpu", "matmul")
+                             else max(s[field] for s in runs_of)) for field in runs_of[0]}
+               for key, runs_of in samples.items()}
 
-    ref = results[names[0]]
-    header = ("| configuration | tower | trainable params (M) | step wall (s) | step CPU (s) | RSS after build (MB) "
-              f"| peak RSS (MB) | wall / {names[0]} | CPU / {names[0]} | peak RSS / {names[0]} |\n"
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ref = results.get("full") or results[runs[0][0]]
+    header = ("| configuration | code | tower | trainable params (M) | step wall (s) | step CPU (s) | peak RSS (MB) "
+              "| GFLOP per step | achieved GFLOP/s | matmul GFLOP/s | achieved / matmul | wall / full | peak RSS / full |\n"
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
-    for name, r in results.items():
-        label, arch = CONFIGS[name]
-        rows.append(f"| {label} | {arch} | {r['trainable'] / 1e6:.2f} of {r['total'] / 1e6:.0f} | {r['wall']:.1f} "
-                    f"| {r['cpu']:.1f} | {r['built_mb']:.0f} | {r['peak_mb']:.0f} | {r['wall'] / ref['wall']:.2f}x "
-                    f"| {r['cpu'] / ref['cpu']:.2f}x | {r['peak_mb'] / ref['peak_mb']:.2f}x |")
+    for key, name, code, checkpoint_blocks in runs:
+        r, (label, arch) = results[key], CONFIGS[name]
+        achieved = r["flops"] / r["wall"]
+        rows.append(f"| {label}{' + checkpoint_blocks' if checkpoint_blocks else ''} | "
+                    f"{'before' if code == args.before else 'after'} | {arch} | {r['trainable'] / 1e6:.2f} of "
+                    f"{r['total'] / 1e6:.0f} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['peak_mb']:.0f} | {r['flops'] / 1e9:.0f} "
+                    f"| {achieved / 1e9:.1f} | {r['matmul'] / 1e9:.1f} | {achieved / r['matmul']:.0%} "
+                    f"| {r['wall'] / ref['wall']:.2f}x | {r['peak_mb'] / ref['peak_mb']:.2f}x |")
     print(header, *rows, sep="\n")
-
-    full = results.get("full")
-    ratios = [f"full fine-tune (ViT-B/16) / FineCLIPER {name}: wall {full['wall'] / results[name]['wall']:.2f}x, CPU "
-              f"{full['cpu'] / results[name]['cpu']:.2f}x, peak RSS {full['peak_mb'] / results[name]['peak_mb']:.2f}x"
-              for name in ("base", "star-dagger") if full and name in results]
-    if ratios:
-        print("\n" + "; ".join(ratios))
     if args.no_write:
         return
     command = "python benchmarks/train_step.py " + " ".join(sys.argv[1:])
@@ -155,23 +197,23 @@ def main() -> None:
         BEGIN,
         "## Training step: adapters vs full fine-tuning, CPU (`benchmarks/train_step.py`)",
         "",
-        f"Machine: {machine()}; 1-minute load average {min(load):.1f}-{max(load):.1f} during the run ({minutes:.0f} "
-        "minutes in all).",
+        f"Machine: {machine()}; shared with other jobs: 1-minute load average {min(load):.1f}-{max(load):.1f} during "
+        f"the run ({minutes:.0f} minutes in all).",
         f"One step = forward + loss + backward + SGD step (momentum 0.9) on batch {args.batch} of {args.frames} frames at "
-        f"{args.size}x{args.size}, towers randomly initialised (the cost does not depend on the weights). Step times: "
-        f"median of {args.repeats} steps after one warm-up step, wall-clock and process CPU time (both threads; steadier "
-        "on a shared machine). Memory: peak RSS (`ru_maxrss`) of a fresh subprocess per configuration, once the model, "
-        "batch and optimizer are built and at the end; it includes the Python/PyTorch runtime. Trainable parameters "
-        "as `requires_grad` (of all parameters, shared towers counted once). FineCLIPER star-dagger runs the vision "
-        "tower three times (frames with the video adapters, parsing and landmark images with the face adapters) and "
-        "carries a second text tower (Long-CLIP, 248 tokens).",
+        f"{args.size}x{args.size}, towers randomly initialised (the cost does not depend on the weights). Every "
+        f"configuration runs in a fresh subprocess, {args.rounds} rounds over all configurations in turn (interleaved, "
+        "so they share the load); per subprocess one warm-up step (under `torch.utils.flop_counter.FlopCounterMode`, "
+        f"which gives the FLOPs of forward + backward) and {args.repeats} timed step(s); medians over the rounds. "
+        "*matmul GFLOP/s* = float32 1024x1024 products measured in the same subprocess right before its timed step; "
+        "*achieved* = counted FLOPs / step wall time. Peak RSS (`ru_maxrss`) includes the Python/PyTorch runtime "
+        "(~0.4 GB) and the weights. *before* = the code at the branch point (`--before`, a git worktree of main), "
+        "*after* = this tree.",
         "",
         f"Reproduce: `{command.strip()}`",
         "",
         header,
         *rows,
         "",
-        *([f"Ratios: {'; '.join(ratios)}.", ""] if ratios else []),
         READING,
         END,
     ])
