@@ -58,7 +58,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def build(name: str, frames: int, checkpoint_blocks: bool = False) -> torch.nn.Module:
+def build(name: str, frames: int, checkpoint_blocks: bool = False, arch: str | None = None) -> torch.nn.Module:
     """The configuration's model, from the ``stages`` package first on sys.path (this tree's, or --code's)."""
     from stages.train.models.dfer_clip import DferClip, DferClipConfig, read_descriptors
     from stages.train.models.fineclip import VARIANTS, FineClip, FineClipConfig
@@ -66,7 +66,7 @@ def build(name: str, frames: int, checkpoint_blocks: bool = False) -> torch.nn.M
 
     descriptors = read_descriptors(DESCRIPTORS)
     classes = list(descriptors)[:7]
-    arch = CONFIGS[name][1]
+    arch = arch or CONFIGS[name][1]
     if name.startswith("full"):
         return DferClip(build_clip(TowerConfig(arch=arch, random_init=True)), classes, descriptors, DferClipConfig(), frames)
     long_clip = None
@@ -93,7 +93,7 @@ def worker(args) -> dict:
     sys.path.insert(0, str(args.code))
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build(args.worker, args.frames, args.checkpoint_blocks).train()
+    model = build(args.worker, args.frames, args.checkpoint_blocks, args.arch).train()
     shape = (args.batch, args.frames, 3, args.size, args.size)
     batch = {"frames": torch.rand(shape), "parsing": torch.rand(shape), "landmarks": torch.rand(shape),
              "caption": [CAPTION] * args.batch, "label": torch.randint(0, 7, (args.batch,))}
@@ -129,7 +129,7 @@ def machine() -> str:
 
 def run_worker(name: str, code: Path, checkpoint_blocks: bool, args) -> dict:
     options = [f"--{key}={getattr(args, key)}" for key in ("batch", "frames", "size", "repeats", "threads")]
-    options += [f"--code={code}"] + ["--checkpoint-blocks"] * checkpoint_blocks
+    options += [f"--code={code}"] + ["--checkpoint-blocks"] * checkpoint_blocks + [f"--arch={args.arch}"] * bool(args.arch)
     run = subprocess.run([sys.executable, __file__, "--worker", name, *options], check=True, stdout=subprocess.PIPE,
                          text=True)
     return json.loads(run.stdout.splitlines()[-1])
@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed steps after one warm-up (FLOP-counting) step")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all configurations, interleaved")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--arch", help="one tower for every configuration (e.g. ViT-B-32 on a busy CPU)")
     parser.add_argument("--before", type=Path, help="a checkout of the code before (git worktree): its FineCLIPER "
                         "configurations run too, interleaved with this tree's")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"), help="Markdown file to update")
@@ -183,6 +184,7 @@ def main() -> None:
     rows = []
     for key, name, code, checkpoint_blocks in runs:
         r, (label, arch) = results[key], CONFIGS[name]
+        arch = args.arch or arch
         achieved = r["flops"] / r["wall"]
         rows.append(f"| {label}{' + checkpoint_blocks' if checkpoint_blocks else ''} | "
                     f"{'before' if code == args.before else 'after'} | {arch} | {r['trainable'] / 1e6:.2f} of "
