@@ -130,15 +130,17 @@ def decoded_groups(frames: pa.Table, frames_path: str, frames_per_group: int) ->
         yield group
 
 
-def run(frames_path: str, config: FacesConfig, out_path: str) -> Counter:
+def run(frames_path: str, config: FacesConfig, out_path: str, backend: FaceBackend | None = None,
+        progress: bool = True) -> Counter:
     """Process a frames shard into a faces shard; return counts of frame statuses, clips and no-face clips.
 
     Frames of several clips go to the backend together (``batch_size`` frames), so a GPU backend gets full batches.
+    ``backend`` (one made from ``config``) lets a caller that processes several shards load it once.
     """
     frames = read_parquet(frames_path, FRAMES_SCHEMA, columns=["clip_id", "frame_indices", "jpeg", "width", "height"])
-    backend = make_backend(config)
+    backend = backend or make_backend(config)
     rows, counts = [], Counter()
-    bar = tqdm(total=frames.num_rows, desc="faces", unit="clip", file=sys.stderr)
+    bar = tqdm(total=frames.num_rows, desc="faces", unit="clip", file=sys.stderr, disable=not progress)
     for group in decoded_groups(frames, frames_path, config.batch_size):
         usable = [image for _, images in group for image in images if image is not None]
         found = iter(backend.analyse(usable) if usable else [])

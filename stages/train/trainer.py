@@ -383,6 +383,20 @@ def write_outputs(out_dir: Path, final: dict, log_rows: list[dict], config: Trai
     })
 
 
+def load_trained_model(model_dir: str | Path, config: TrainConfig, class_names: list[str], num_frames: int,
+                       descriptors_path: str | None = None) -> torch.nn.Module:
+    """The model a finished run selected: built as ``fit`` built it (towers from their weight files or seeds), with
+    ``model_dir/model.pt``'s trained weights. ``class_names`` are those it trained on (zero-shot scores others
+    through ``zero_shot_output``)."""
+    path = Path(model_dir) / "model.pt"
+    if not path.is_file():
+        raise StageError(f"{path}: not found. Train the model first (snakemake builds {path}).")
+    model, _ = build_model(config, class_names, num_frames, descriptors_path)
+    trained = load_checkpoint(path, "Rerun its train rule.")["trainable"]
+    model.load_state_dict(trained, strict=False)
+    return model
+
+
 def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out_dir: str | Path, dataset_name: str) -> dict:
     """Classify the test split of another dataset with a contrastively trained model and that dataset's classes."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -396,9 +410,7 @@ def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out
     test_set = ClipDataset(features, fold, "test", data_config, train=False, seed=config.seed, modalities={"frames"})
     if len(test_set) == 0:
         raise StageError(f"{dataset_name}: no test clips in fold {fold}; check zeroshot.eval_fold.")
-    model, towers = build_model(config, run_info["class_names"], test_set.num_frames)
-    trained = load_checkpoint(model_dir / "model.pt", "Rerun its train rule.")["trainable"]
-    model.load_state_dict(trained, strict=False)
+    model = load_trained_model(model_dir, config, run_info["class_names"], test_set.num_frames)
     model.to(device)
     loader = make_loader(test_set, batch_size=config.batch_size, shuffle=False, drop_last=False,
                          num_workers=config.num_workers, seed=config.seed)
