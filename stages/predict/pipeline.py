@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from stages.common.config import deep_merge, read_settings, stage_section
+from stages.common.datasets import load_dataset_config
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
 from stages.common.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, count_frames
@@ -53,6 +54,7 @@ class TrainedRun:
     config: object  # stages.train.config.TrainConfig
     class_names: list[str]  # the classes scored: the run's, or those given for a zero-shot model
     stages: dict  # frames / faces / captions / refine sections of the dataset the run trained on
+    dataset: object  # stages.common.datasets.DatasetConfig of that dataset (clip ids)
 
 
 def expand_inputs(paths: Sequence[str]) -> list[str]:
@@ -114,7 +116,22 @@ def load_run(model_dir: str, configfiles: Sequence[str] = (), classes: Sequence[
         raise StageError(f"{model_dir}: --classes needs a zero-shot (contrastive) model; this one was trained to "
                          f"classify {run_info['class_names']}.")
     stages = {name: stage_section(config, name, dataset) for name in ("frames", "faces", "captions", "refine")}
-    return TrainedRun(model_dir, run_info, recorded, list(classes or run_info["class_names"]), stages)
+    entry = config["datasets"][dataset]
+    description = load_dataset_config(entry["description"], {k: entry[k] for k in ("root", "shards") if k in entry})
+    return TrainedRun(model_dir, run_info, recorded, list(classes or run_info["class_names"]), stages, description)
+
+
+def clip_ids(sources: Sequence[str], dataset) -> list[str]:
+    """The index stage's id of each source (a clip of the dataset gets its own id, so the caption wording, chosen
+    per id, is the one its training captions had); a source given twice gets a numbered id the second time."""
+    from stages.index.stage import clip_id_for
+
+    ids, seen = [], set()
+    for i, source in enumerate(sources):
+        clip_id = clip_id_for(dataset, source)
+        ids.append(clip_id if clip_id not in seen else f"{clip_id}--{i}")
+        seen.add(ids[-1])
+    return ids
 
 
 def index_rows(clips: list[Clip], class_name: str) -> list[dict]:
@@ -245,7 +262,7 @@ def predict_sources(sources: Sequence[str], run: TrainedRun, chunk: int = 64, de
                     progress: bool = True) -> list[Clip]:
     """Every source's result, in the order given; chunks of ``chunk`` clips bound the memory of cached frames."""
     predictor = Predictor(run, descriptors)
-    clips = [Clip(source, f"predict-{i:06d}") for i, source in enumerate(sources)]
+    clips = [Clip(source, clip_id) for source, clip_id in zip(sources, clip_ids(sources, run.dataset))]
     bar = tqdm(total=len(clips), desc="predict", unit="clip", file=sys.stderr, disable=not progress, mininterval=1)
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
         for start in range(0, len(clips), chunk):
