@@ -25,7 +25,7 @@ from stages.common.io import write_text
 RUN_ONLY_SETTINGS = {
     "faces": ("batch_size",),
     "captions": ("video_llava.batch_size",),
-    "train": ("num_workers",),
+    "train": ("num_workers", "fineclip.checkpoint_blocks"),
 }
 # Settings that name an input file or folder: the rule tracks the file's content instead of its path.
 INPUT_PATH_SETTINGS = {
