@@ -24,8 +24,8 @@ from stages.common.io import write_parquet
 from stages.common.schemas import APPROVED_SCHEMA
 from stages.demo.pretrain import PretrainConfig, pretrain, save_state_dict, to_input
 from stages.train.config import TrainConfig
-from stages.faces.render import render_landmarks
-from stages.train.data import colour_parsing, transform
+from stages.faces.render import render_landmarks, render_parsing
+from stages.train.data import transform
 from stages.train.models.towers import TowerConfig, build_clip
 from stages.train.trainer import fit
 from tests.unit.synthetic_features import STORED, clip_row, write_rows
@@ -83,7 +83,7 @@ def training_frames(informative: bool = True) -> np.ndarray:
 def face_images() -> np.ndarray:
     """The parsing and landmark images the star variants see, one of each per class."""
     labels = range(len(CLASSES))
-    parsing = [colour_parsing(parsing_map(label), None, False) for label in labels]
+    parsing = [render_parsing(parsing_map(label)) for label in labels]
     dots = [render_landmarks(landmarks(label), STORED, STORED) for label in labels]
     return np.stack([transform(image, None, SIZE) for image in parsing + dots])
 
