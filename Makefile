@@ -27,8 +27,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # Debian packages some checks need (root; installs only what is missing): headless Chromium for the report's
-# render test, munge + slurm for test-cluster.
-SYSTEM_PACKAGES := chromium munge slurmctld slurmd slurm-client
+# render test, OpenCV's sample data (real photos for the captioner tests), munge + slurm for test-cluster.
+SYSTEM_PACKAGES := chromium opencv-doc munge slurmctld slurmd slurm-client
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
