@@ -118,9 +118,9 @@ def tower_file(tmp_path_factory):
     return str(path)
 
 
-def config(model: str, towers: dict, epochs: int = 20) -> TrainConfig:
+def config(model: str, towers: dict, epochs: int = 20, lr: float = 1e-3) -> TrainConfig:
     return TrainConfig.from_dict({
-        "model": model, "epochs": epochs, "batch_size": CLIPS // 2, "optimizer": "adamw", "lr": 1e-3, "num_workers": 0,
+        "model": model, "epochs": epochs, "batch_size": CLIPS // 2, "optimizer": "adamw", "lr": lr, "num_workers": 0,
         "threads": 1, "seed": 1,
         "data": {"image_size": SIZE, "normalize": "clip", "augment": {"crop_scale": [1.0, 1.0], "flip": 0.0}},
         "towers": {"clip": towers, "long_clip": {**towers, "context_length": 248}, "dfer_clip": towers},
@@ -136,11 +136,18 @@ def weights_tower(path: str) -> dict:
     return {"arch": "tiny", "arch_config": TINY, "weights": path}
 
 
-def test_dfer_clip_memorises_eight_clips(features, captions, tower_file, tmp_path):
-    """DFER-CLIP fine-tunes its image tower, so a pre-trained tower is enough for it to memorise in 40 steps.
+@pytest.mark.parametrize("model", ["base", "dagger"])
+def test_fineclip_memorises_eight_clips_through_its_adapters(model, features, captions, tower_file, tmp_path):
+    """Frozen tower, adapters only: with the demo's rate (1e-3) base stalls at 6 of 8 clips; the test-only rate 1e-2
+    memorises within 60 steps. star and star-dagger still stall at 7 of 8 with it (their parsing and landmark
+    images embed alike under this tower), so they are not in this test yet."""
+    fit(features, "fold1", config(model, weights_tower(tower_file), epochs=30, lr=1e-2), tmp_path, "overfit",
+        captions=captions)
+    assert train_accuracy(tmp_path) >= 0.9
 
-    The FineCLIPER variants (frozen tower, adapters only) do not yet pass this bar with this tower: 0.5-0.75 train
-    accuracy after 40 steps (stages/demo/pretrain.py, issue 11 §2)."""
+
+def test_dfer_clip_memorises_eight_clips(features, captions, tower_file, tmp_path):
+    """DFER-CLIP fine-tunes its image tower, so a pre-trained tower is enough for it to memorise in 40 steps."""
     fit(features, "fold1", config("dfer-clip", weights_tower(tower_file)), tmp_path, "overfit", captions=captions,
         descriptors_path=DESCRIPTORS)
     assert train_accuracy(tmp_path) >= 0.9
