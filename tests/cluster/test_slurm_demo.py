@@ -78,8 +78,10 @@ def squeue_records(slurm_jobs: list[int]) -> dict[int, tuple[str, str]]:
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory) -> tuple[Path, str]:
     reason = slurm_is_up()
+    if reason and os.environ.get("SLURM_TEST_REQUIRED"):
+        pytest.fail(f"make test-cluster started a cluster, but {reason}: see /var/log/slurm/*.log")
     if reason:
-        pytest.skip(reason)
+        pytest.skip(reason)  # run by hand without a cluster; `make test-cluster` sets SLURM_TEST_REQUIRED
     workdir = copy_workflow(tmp_path_factory.mktemp("cluster"))
     shutil.copytree(HERE, workdir / "tests/cluster", ignore=shutil.ignore_patterns("__pycache__"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
