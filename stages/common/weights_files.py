@@ -95,11 +95,12 @@ def load_torch_file(path: str | Path, expected: str, published: str, allowed: tu
 
 
 def foreign_objects(path: Path) -> list[str]:
-    """Python classes/functions a torch zip checkpoint names besides tensors; [] when it is not one."""
+    """Python classes/functions a torch zip checkpoint names besides tensors, sorted (torch returns them in set
+    order, which changes from run to run); [] when it is not one."""
     import torch
 
     try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except (RuntimeError, ValueError, OSError, pickle.UnpicklingError, EOFError):
         return []
 
