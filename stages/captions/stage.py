@@ -159,10 +159,11 @@ def _row(clip_id, caption, backend, model_id, prompt_sha, label_hint, status, co
             "label_hint": label_hint, "status": status, "counterfactual_caption": counterfactual}
 
 
-def run(faces_path: str, frames_path: str, index_path: str, prompt_path: str, config: CaptionsConfig) -> pa.Table:
+def run(faces_path: str, frames_path: str, index_path: str, prompt_path: str, config: CaptionsConfig,
+        progress: bool = True) -> pa.Table:
     if config.backend == "landmark-motion":
-        rows = caption_landmark_motion(read_parquet(faces_path, FACES_SCHEMA), prompt_path)
+        rows = caption_landmark_motion(read_parquet(faces_path, FACES_SCHEMA), prompt_path, progress)
     else:
         rows = caption_video_llava(read_parquet(frames_path, FRAMES_SCHEMA), read_parquet(index_path, INDEX_SCHEMA),
-                                   prompt_path, config)
+                                   prompt_path, config, progress=progress)
     return pa.Table.from_pylist(rows, schema=CAPTIONS_RAW_SCHEMA)

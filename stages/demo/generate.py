@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import av
@@ -35,6 +35,7 @@ class Config:
     fps: int = 25
     frame_folder_fraction: float = 0.3
     test_fraction: float = 0.25
+    occluded_clips: int = 6  # something passes in front of the face: the face tracker flags these for review
 
 
 def parse_config(raw: dict) -> Config:
@@ -57,6 +58,7 @@ def parse_config(raw: dict) -> Config:
         (cfg.fps < 1, "fps must be >= 1"),
         (not 0 <= cfg.frame_folder_fraction <= 1, "frame_folder_fraction must be in [0, 1]"),
         (not 0 < cfg.test_fraction < 1, "test_fraction must be in (0, 1)"),
+        (not 0 <= cfg.occluded_clips <= cfg.clips_per_class * len(CLASSES), "occluded_clips must be in [0, clips]"),
     ]
     for bad, message in problems:
         if bad:
@@ -71,6 +73,7 @@ class ClipSpec:
     n_frames: int
     as_frames: bool  # a folder of JPEGs instead of an mp4, so that both source kinds reach the index stage
     seed: tuple[int, ...]
+    occluded: bool = False
 
     @property
     def rel_path(self) -> str:
@@ -87,7 +90,9 @@ def plan_clips(cfg: Config) -> list[ClipSpec]:
         for i in range(cfg.clips_per_class):
             n = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
             specs.append(ClipSpec(f"{cls}_{i:03d}", label, n, i in folders, (cfg.seed, label, i)))
-    return specs
+    # Drawn from a stream of their own, so that the other clips stay as they were without occluded ones.
+    occluded = set(np.random.default_rng([cfg.seed, 1]).permutation(len(specs))[:cfg.occluded_clips].tolist())
+    return [replace(s, occluded=True) if k in occluded else s for k, s in enumerate(specs)]
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,25 @@ def synthesize_clip(scene: Scene, spec: ClipSpec) -> tuple[np.ndarray, np.ndarra
         # Uniform integer noise: a fraction of the cost of Gaussian floats, and just as good at hiding the warp.
         noise = rng.integers(-noise_amp, noise_amp + 1, lit.shape, dtype=np.int16)
         frames[i] = cv2.add(lit, noise, dtype=cv2.CV_8U)
+    if spec.occluded:
+        occlude(frames, rng)
     return frames, points
+
+
+def occlude(frames: np.ndarray, rng: np.random.Generator) -> None:
+    """Something dark passes in front of the camera and stays, hiding the face in the last 70-85 % of the frames
+    (well over half of the sampled frames too, which are denser early in clips longer than 32 frames).
+
+    In-the-wild clips have such frames; the frames stage then finds no face in most of the clip, crops the last
+    tracked box and flags the clip (``face_filled``), so that a person reviews its caption.
+    """
+    n, size = len(frames), frames.shape[1]
+    start = min(n - 1, int(round(n * rng.uniform(0.15, 0.3))))
+    colour = rng.uniform(20, 70, 3)
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (size // 2, size // 2), (int(0.48 * size), int(0.52 * size)), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 0.03 * size)[..., None]
+    frames[start:] = (frames[start:] * (1 - mask) + mask * colour).astype(np.uint8)
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
@@ -290,6 +313,7 @@ def generate(cfg: Config, out_dir: str | os.PathLike) -> dict:
             "classes": list(CLASSES),
             "counts_per_class": {c: sum(s.label == k for s in specs) for k, c in enumerate(CLASSES)},
             "frame_folders": sum(s.as_frames for s in specs),
+            "occluded": [s.name for s in specs if s.occluded],
             "videos": sum(not s.as_frames for s in specs),
             "frames_per_clip": {s.name: s.n_frames for s in specs},
             "list_lengths": splits,

@@ -154,7 +154,7 @@ def index_rows(clips: list[Clip], class_name: str) -> list[dict]:
 class Predictor:
     """A trained run's model and the stage settings that feed it; :meth:`predict` takes clips in chunks."""
 
-    def __init__(self, run: TrainedRun, descriptors: str = DESCRIPTORS):
+    def __init__(self, run: TrainedRun, descriptors: str = DESCRIPTORS, progress: bool = True):
         from stages.faces.backends import FacesConfig, make_backend
         from stages.frames.stage import load_config
         from stages.train.build import modalities_needed
@@ -162,6 +162,7 @@ class Predictor:
         from stages.train.trainer import fix_threads, load_trained_model, pick_device
 
         self.run = run
+        self.progress = progress  # the stages' own bars (captions, model); faces and frames stay quiet per chunk
         config = run.config
         self.frames_config = load_config(run.stages["frames"])
         self.faces_config = FacesConfig.from_dict(run.stages["faces"])
@@ -231,7 +232,7 @@ class Predictor:
         section = dict(self.run.stages["captions"])
         prompt = section.pop("prompt")
         raw = captions_run(str(paths["faces"]), str(paths["frames"]), str(paths["index"]), prompt,
-                           CaptionsConfig.from_dict(section))
+                           CaptionsConfig.from_dict(section), progress=self.progress)
         lexicon = load_lexicon(self.run.stages["refine"]["lexicons"])
         rows = []
         for row in raw.to_pylist():
@@ -253,7 +254,8 @@ class Predictor:
                               modalities=self.modalities, captions_path=str(captions) if captions else None)
         loader = make_loader(dataset, batch_size=config.batch_size, shuffle=False, drop_last=False, seed=config.seed)
         amp = config.amp and self.device.type == "cuda"
-        rows = predict(self.model, loader, self.device, amp, "model", self.run.class_names if self.zero_shot else None)
+        rows = predict(self.model, loader, self.device, amp, "model", self.run.class_names if self.zero_shot else None,
+                       progress=self.progress)
         for clip_id, logits in zip(rows["clip_id"], rows["logits"]):
             by_id[clip_id].probabilities = torch.softmax(torch.tensor(logits, dtype=torch.float64), 0).tolist()
 
@@ -261,7 +263,7 @@ class Predictor:
 def predict_sources(sources: Sequence[str], run: TrainedRun, chunk: int = 64, descriptors: str = DESCRIPTORS,
                     progress: bool = True) -> list[Clip]:
     """Every source's result, in the order given; chunks of ``chunk`` clips bound the memory of cached frames."""
-    predictor = Predictor(run, descriptors)
+    predictor = Predictor(run, descriptors, progress)
     clips = [Clip(source, clip_id) for source, clip_id in zip(sources, clip_ids(sources, run.dataset))]
     bar = tqdm(total=len(clips), desc="predict", unit="clip", file=sys.stderr, disable=not progress, mininterval=1)
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:

@@ -179,12 +179,13 @@ def contrastive_loss(model, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model, loader, device, amp: bool, desc: str, zero_shot_classes: list[str] | None = None) -> dict:
+def predict(model, loader, device, amp: bool, desc: str, zero_shot_classes: list[str] | None = None,
+            progress: bool = True) -> dict:
     """Predictions on a loader; with ``zero_shot_classes`` the PN prompts of those classes are scored against the
     clip embeddings in the caption space (contrastive models)."""
     model.eval()
     rows = {"clip_id": [], "label": [], "prediction": [], "logits": [], "modality_weights": []}
-    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr):
+    for batch in tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=not progress):
         batch = to_device(batch, device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             out = model.zero_shot_output(batch, zero_shot_classes) if zero_shot_classes else model(batch)
@@ -393,7 +394,14 @@ def load_trained_model(model_dir: str | Path, config: TrainConfig, class_names: 
         raise StageError(f"{path}: not found. Train the model first (snakemake builds {path}).")
     model, _ = build_model(config, class_names, num_frames, descriptors_path)
     trained = load_checkpoint(path, "Rerun its train rule.")["trainable"]
-    model.load_state_dict(trained, strict=False)
+    # model.pt holds only the trained weights; the frozen ones come from the towers' files, so strict=False, but
+    # every trainable weight must come from the file and nothing else may be in it.
+    missing, unexpected = model.load_state_dict(trained, strict=False)
+    untrained = sorted(set(missing) & {name for name, p in model.named_parameters() if p.requires_grad})
+    if untrained or unexpected:
+        raise StageError(f"{path}: does not fit the model its run_info.json describes (missing trained weights: "
+                         f"{untrained[:5] or 'none'}; unknown: {sorted(unexpected)[:5] or 'none'}). It was written "
+                         "by other code or another config: rerun its train rule.")
     return model
 
 

@@ -1,5 +1,6 @@
 """Demo generator: list format and counts, determinism, atomic output, and anatomically sane expressions."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -13,7 +14,8 @@ from stages.common.media import count_frames
 from stages.demo.__main__ import main as demo_main
 from stages.demo.expressions import CLASSES, PATTERNS, displacement, pattern_field
 from stages.demo.face_model import astronaut_rgb, detect_landmarks, face_size
-from stages.demo.generate import Config, build_scene, generate, intensity_curve, parse_config, pose_matrix, render_face
+from stages.demo.generate import (ClipSpec, Config, build_scene, generate, intensity_curve, parse_config, plan_clips,
+                                  pose_matrix, render_face, synthesize_clip)
 
 SMALL = {"clips_per_class": 2, "min_frames": 5, "max_frames": 9, "size": 128, "seed": 7}
 BROWS = slice(17, 27)
@@ -162,3 +164,27 @@ def test_warped_faces_are_found_and_move_as_intended(scene):
     assert brow_lift(found["surprise"]) > brow_lift(found["neutral"]) + 0.03
     corners = lambda lm: lm[[48, 54], 1].mean()  # noqa: E731
     assert corners(found["happiness"]) < corners(found["neutral"]) - 1.0
+
+
+def test_occluded_clips_are_chosen_apart_and_leave_the_other_clips_unchanged():
+    plain = plan_clips(parse_config({**SMALL, "occluded_clips": 0}))
+    some = plan_clips(parse_config({**SMALL, "occluded_clips": 3}))
+    assert sum(s.occluded for s in some) == 3 and not any(s.occluded for s in plain)
+    assert [replace(s, occluded=False) for s in some] == plain
+    with pytest.raises(StageError, match="occluded_clips"):
+        parse_config({**SMALL, "occluded_clips": 15})
+
+
+def test_an_occluded_demo_clip_is_flagged_by_the_face_tracker(scene):
+    from stages.frames.stage import DEFAULTS, face_crop
+
+    spec = ClipSpec("happiness_000", CLASSES.index("happiness"), 24, False, (0, 1, 0))
+    face = {**DEFAULTS["face_crop"], "enabled": True}
+    clear, _ = synthesize_clip(scene, spec)
+    hidden, _ = synthesize_clip(scene, replace(spec, occluded=True))
+    assert np.array_equal(clear[:6], hidden[:6])  # the face is visible before the object arrives
+    _, clear_columns = face_crop(list(clear), range(24), face, "clear")
+    with pytest.warns(UserWarning, match="flagged in the review sheet"):
+        _, hidden_columns = face_crop(list(hidden), range(24), face, "hidden")
+    assert clear_columns["crop_flag"] == "" and clear_columns["crop_filled_fraction"] == 0
+    assert hidden_columns["crop_flag"] == "face_filled" and hidden_columns["crop_filled_fraction"] > 0.5

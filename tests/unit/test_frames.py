@@ -463,6 +463,14 @@ def test_track_links_moving_boxes_and_ignores_others():
     assert track.boxes[3] == pytest.approx((10, 5, 30, 25)) and track.boxes[7] == pytest.approx((20, 5, 40, 25))
 
 
+def test_a_still_face_whose_detections_jump_between_two_scales_stays_tracked():
+    # dlib on a demo clip: the same still face alternately as a 107 px and an 89 px box
+    big, small = (32.0, 44.0, 139.0, 152.0), (46.0, 46.0, 135.0, 136.0)
+    track = track_face(numbered_frames(34), lambda rgb: [big if int(rgb[0, 0, 0]) % 10 == 0 else small],
+                       detections=8, cut_threshold=0.4)
+    assert track.filled_fraction == 0 and "filled" not in track.status
+
+
 def test_track_re_detects_after_a_cut_preferring_the_same_look():
     before = [(10.0, 10.0, 20.0, 20.0)]
     after = [(2.0, 2.0, 38.0, 38.0), (22.0, 12.0, 32.0, 22.0)]  # a big face, and one like the track's

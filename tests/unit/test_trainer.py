@@ -116,6 +116,18 @@ def test_a_checkpoint_holding_objects_is_not_unpickled(features, captions, tmp_p
     assert not (tmp_path / "ran").exists()
 
 
+def test_a_model_file_that_does_not_fit_its_run_is_refused(features, captions, tmp_path):
+    fit(features, "fold1", config(model="dagger", objective="contrastive", epochs=1), tmp_path / "out", "demo",
+        captions=captions)
+    zero_shot_predict(tmp_path / "out", features, "fold1", tmp_path / "zs", "demo")  # fits: loads
+    state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    dropped = sorted(state["trainable"])[0]
+    del state["trainable"][dropped]
+    torch.save(state, tmp_path / "out" / "model.pt")
+    with pytest.raises(StageError, match=f"does not fit the model.*missing trained weights: .'{dropped}'"):
+        zero_shot_predict(tmp_path / "out", features, "fold1", tmp_path / "zs", "demo")
+
+
 def test_dfer_clip_baseline_trains_with_its_own_recipe_and_records_it(features, tmp_path):
     recipe = {"epochs": 2, "optimizer": "sgd", "weight_decay": 1e-4, "schedule": "multistep", "milestones": [1]}
     fit(features, "fold1", config(model="dfer-clip", recipes={"dfer-clip": recipe}), tmp_path, "demo",

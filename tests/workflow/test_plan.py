@@ -32,7 +32,10 @@ def test_demo_reaches_metrics_and_a_second_run_does_nothing(demo_run):
     statuses = [s for clip in faces for s in clip["face_status"]]
     assert faces and statuses.count("detected") / len(statuses) > 0.9
     approved = pq.read_table(demo_run / "results/demo/captions/approved.parquet").cast(APPROVED_SCHEMA)
-    assert approved.num_rows == 14 and set(approved["decision"].to_pylist()) == {"auto_approved"}
+    # The two occluded clips are flagged (face_filled) and left out until a person decides; the rest pass unflagged
+    occluded = json.loads((demo_run / "results/demo/source/manifest.json").read_text())["occluded"]
+    assert len(occluded) == 2 and not set(occluded) & set(approved["clip_id"].to_pylist())
+    assert approved.num_rows == 12 and set(approved["decision"].to_pylist()) == {"auto_approved"}
     assert all("brow" in c or "lip" in c or "eye" in c or "mouth" in c or "jaw" in c or "head" in c or "face" in c
                for c in approved["caption"].to_pylist())
     # Review is exercised for real: the captioner's interpretive asides ("which looks like a smile") are removed
@@ -40,6 +43,8 @@ def test_demo_reaches_metrics_and_a_second_run_does_nothing(demo_run):
     assert refinement["removed_spans"]["total"] > 0
     sheet = (demo_run / "results/demo/review/sheet.csv").read_text(encoding="utf-8-sig")
     assert "emotion word" in sheet  # the sheet shows the reviewer what refinement removed and why
+    flagged_first = sheet.splitlines()[1:3]
+    assert all("face_filled" in line for line in flagged_first), flagged_first
     metrics = json.loads((demo_run / "results/demo/fold1/metrics.json").read_text())
     assert metrics["model"] == "star-dagger" and metrics["random_init"] is True and metrics["n"] == 7
     assert 0 <= metrics["uar"] <= 1 and len(metrics["confusion"]) == 7

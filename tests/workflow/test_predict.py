@@ -94,7 +94,7 @@ def new_clip(folder: Path) -> tuple[Path, Path]:
     return video, images
 
 
-def test_new_videos_and_frame_folders_are_predicted_and_bad_inputs_named(trained, monkeypatch, tmp_path):
+def test_new_videos_and_frame_folders_are_predicted_and_bad_inputs_named(trained, monkeypatch, tmp_path, capsys):
     video, images = new_clip(tmp_path)
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
@@ -108,6 +108,7 @@ def test_new_videos_and_frame_folders_are_predicted_and_bad_inputs_named(trained
     inputs = [video, images, corrupt, blank, missing]
     status, result = run_predict(trained, monkeypatch, *map(str, inputs), "--model", MODELS[3])
     assert status == 1  # some failed; the others were predicted
+    assert "|" not in capsys.readouterr().err  # --no-progress: no stage draws a progress bar either
     rows = {Path(r["source"]): r for r in result["clips"]}
     assert list(rows) == inputs
     for good in (video, images):
