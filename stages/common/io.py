@@ -61,7 +61,8 @@ def read_parquet(path: str | os.PathLike, schema: pa.Schema | None = None, colum
     if not path.exists():
         raise StageError(f"{path}: file not found. Run the stage that produces it first (snakemake builds it for you).")
     try:
-        table = pq.read_table(path, columns=columns)
+        present = set(pq.read_schema(path).names)  # absent columns are reported below, as an old file
+        table = pq.read_table(path, columns=None if columns is None else [c for c in columns if c in present])
     except (pa.ArrowInvalid, OSError) as err:
         raise StageError(f"{path}: not a readable Parquet file ({err}). Delete it and rerun the stage that makes it.") from err
     if schema is not None:

@@ -125,11 +125,11 @@ FEATURES_SCHEMA = pa.schema(
         ("train_candidates", pa.list_(pa.int32())),
         ("frame_indices", pa.list_(pa.int32())),
         ("jpeg", pa.list_(pa.binary())),
-        ("parsing_png", pa.list_(pa.binary())),
         ("landmarks", pa.list_(pa.list_(pa.float32(), NUM_LANDMARKS * 2))),
-        # 8-bit single-channel PNG, 255 on the landmark dots (stages.faces.render.landmark_mask at the stored frame
-        # size), all 0 for "missing" frames: rendered once here instead of every epoch in the trainer's loader.
-        ("landmarks_png", pa.list_(pa.binary())),
+        # stages.faces.render.encode_face_map per frame, at the stored frame size: parsing class ids in bits 0-6, bit 7
+        # on the landmark dots (landmark_mask; none for "missing" frames). The dots are rendered once here instead of
+        # every epoch in the trainer's loader, and one buffer per frame holds both maps (one decode).
+        ("face_maps", pa.list_(pa.binary())),
         ("face_status", pa.list_(pa.string())),
         ("width", pa.int32()),
         ("height", pa.int32()),

@@ -3,8 +3,9 @@
 Joins, on ``clip_id``, the frames shard (JPEGs and sampling plans), the faces shard of the same shard
 (landmarks, parsing maps, face status, aligned on the same ``frame_indices``) and the index (label, class
 name, fold membership). Clips flagged ``no_face`` are kept: the trainer gives their frames blank maps.
-The landmark images (one dot per landmark at the stored frame's size) are rendered here, once, as PNG masks,
-rather than every epoch in the trainer's loader. Everything else stays in Arrow; bytes are not copied through
+The landmark images (one dot per landmark at the stored frame's size) are rendered here, once, rather than
+every epoch in the trainer's loader, and stored with the parsing classes in one map per frame (``face_maps``), so
+the loader decompresses one buffer per frame for both. Everything else stays in Arrow; bytes are not copied through
 Python objects.
 
 Captions are deliberately not joined here: models that read them take ``captions/approved.parquet`` as a
@@ -24,8 +25,8 @@ import pyarrow.compute as pc
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
 from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA, NUM_LANDMARKS
-from stages.faces.parsing import encode_parsing
-from stages.faces.render import landmark_mask
+from stages.faces.parsing import decode_parsing
+from stages.faces.render import encode_face_map, landmark_mask
 
 FRAME_COLUMNS = ["clip_id", "n_frames", "label", "test_indices", "train_candidates", "frame_indices", "jpeg",
                  "width", "height"]
@@ -67,16 +68,23 @@ def check_alignment(frames: pa.Table, faces: pa.Table, frames_path: str, faces_p
                              f"Delete {path} and rerun the stage that makes it.")
 
 
-def landmark_pngs(landmarks: pa.ListArray | pa.ChunkedArray, status: pa.ListArray | pa.ChunkedArray,
-                  heights: list[int], widths: list[int]) -> pa.ListArray:
-    """Per clip, one PNG mask per frame (``landmark_mask`` at the clip's stored size; blank where the face is
-    "missing"), aligned with the clip's ``landmarks``."""
+def face_maps(parsing_png: pa.ListArray | pa.ChunkedArray, landmarks: pa.ListArray | pa.ChunkedArray,
+              status: pa.ListArray | pa.ChunkedArray, heights: list[int], widths: list[int]) -> pa.ListArray:
+    """Per clip, one ``encode_face_map`` per frame: its parsing classes and ``landmark_mask`` dots at the clip's
+    stored size (no dots where the face is "missing"), aligned with the clip's ``landmarks``."""
     out = []
-    for points, statuses, height, width in zip(landmarks.to_pylist(), status.to_pylist(), heights, widths):
-        blank = encode_parsing(np.zeros((height, width), np.uint8))
-        out.append([blank if s == "missing" else
-                    encode_parsing(landmark_mask(np.asarray(p, np.float32).reshape(NUM_LANDMARKS, 2), height, width))
-                    for p, s in zip(points, statuses)])
+    for pngs, points, statuses, height, width in zip(parsing_png.to_pylist(), landmarks.to_pylist(), status.to_pylist(),
+                                                     heights, widths):
+        maps = []
+        for png, p, s in zip(pngs, points, statuses):
+            classes = decode_parsing(png)
+            if classes.shape != (height, width):
+                raise StageError(f"a parsing map is {classes.shape[1]}x{classes.shape[0]}, its frame {width}x{height}; "
+                                 "the faces shard is older than the frames shard: delete it and rerun.")
+            dots = (np.zeros_like(classes) if s == "missing" else
+                    landmark_mask(np.asarray(p, np.float32).reshape(NUM_LANDMARKS, 2), height, width))
+            maps.append(encode_face_map(classes, dots))
+        out.append(maps)
     return pa.array(out, pa.list_(pa.binary()))
 
 
@@ -115,9 +123,9 @@ def build(frames_path: str, faces_path: str, index_path: str) -> tuple[pa.Table,
         "splits": index.column("splits"),
         **{c: frames.column(c) for c in ("n_frames", "test_indices", "train_candidates", "frame_indices", "jpeg",
                                          "width", "height")},
-        **{c: faces.column(c) for c in ("parsing_png", "landmarks", "face_status")},
-        "landmarks_png": landmark_pngs(faces.column("landmarks"), faces.column("face_status"),
-                                       frames.column("height").to_pylist(), frames.column("width").to_pylist()),
+        **{c: faces.column(c) for c in ("landmarks", "face_status")},
+        "face_maps": face_maps(faces.column("parsing_png"), faces.column("landmarks"), faces.column("face_status"),
+                               frames.column("height").to_pylist(), frames.column("width").to_pylist()),
     }
     table = pa.table(columns).select(FEATURES_SCHEMA.names).cast(FEATURES_SCHEMA)
 

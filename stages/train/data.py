@@ -23,10 +23,14 @@ Interpolation: frames and landmark images bilinear (area when shrinking both sid
 nearest, so colours stay pure palette colours. Landmark images are rendered from the stored landmarks at
 the stored frame's size, then transformed exactly like the frame, so dots stay on the facial points.
 Frames whose face_status is "missing" (and every frame of a no_face clip) get black parsing and landmark
-images. The landmark dots are drawn once, by the features stage (``landmarks_png``); parsing maps are coloured
-after the geometry (nearest interpolation commutes with the colour lookup), one channel at a time. Values are
-in [0, 1]; ``normalize: clip`` then applies OpenAI CLIP's mean/std to all modalities (DFER-CLIP uses no
-normalisation, SPEC §0.5).
+images. The landmark dots are drawn once, by the features stage, into the same per-frame map as the parsing
+classes (``face_maps``: one decompression per frame for both); parsing maps are coloured after the geometry
+(nearest interpolation commutes with the colour lookup), one channel at a time.
+
+Items hold uint8 images (white-on-black landmark images as one grey channel) and each clip's brightness factor;
+:func:`model_inputs`, called on the training device right after a batch arrives, makes the models' float inputs:
+values in [0, 1], brightness, and with ``normalize: clip`` OpenAI CLIP's mean/std for all modalities (DFER-CLIP
+uses no normalisation, SPEC §0.5). Workers thus pass a quarter of the bytes, and the float work is batched.
 """
 from __future__ import annotations
 
@@ -49,10 +53,11 @@ from stages.common.errors import StageError
 from stages.common.io import read_parquet
 from stages.common.schemas import APPROVED_SCHEMA, FEATURES_SCHEMA
 from stages.faces.parsing import L_BROW, L_EYE, NUM_CLASSES, R_BROW, R_EYE, decode_parsing
-from stages.faces.render import PALETTE
+from stages.faces.render import CLASS_BITS, PALETTE, decode_face_map
 from stages.frames.sampling import draw_train_indices
 
 MODALITIES = frozenset({"frames", "parsing", "landmarks", "caption"})
+IMAGES = ("frames", "parsing", "landmarks")  # the item keys holding uint8 images
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CROP_TRIES = 10
@@ -193,16 +198,16 @@ def _decode_jpeg(buffer) -> np.ndarray:
 
 
 def _to_tensor(images: Sequence[np.ndarray], order: np.ndarray) -> torch.Tensor:
-    """(T, C, S, S) float32 in [0, 1] whose frame t is the (S, S, C) or (S, S) (C = 1) uint8 image ``images[order[t]]``."""
+    """(T, C, S, S) uint8 whose frame t is the (S, S, C) or (S, S) (C = 1) uint8 image ``images[order[t]]``."""
     size, channels = images[0].shape[0], (images[0].shape + (1,))[2]
-    planar = np.empty((len(order), channels, size, size), np.uint8)  # transposing uint8 is faster than float
+    planar = np.empty((len(order), channels, size, size), np.uint8)
     for t, j in enumerate(order):
         planar[t] = images[j].reshape(size, size, channels).transpose(2, 0, 1)
-    return torch.from_numpy(planar).float().div_(255)
+    return torch.from_numpy(planar)
 
 
 def _parsing_tensor(classes: Sequence[np.ndarray | None], order: np.ndarray, flipped: bool, size: int) -> torch.Tensor:
-    """(T, 3, S, S) float32 palette colours (``render_parsing``'s pixels) of the class maps ``classes[order[t]]``,
+    """(T, 3, S, S) uint8 palette colours (``render_parsing``'s pixels) of the class maps ``classes[order[t]]``,
     black where a map is None; ``flipped`` swaps the left/right classes first. One table lookup per channel."""
     luts = _PARSING_LUTS[int(flipped)]
     planar = np.zeros((len(order), 3, size, size), np.uint8)
@@ -210,12 +215,12 @@ def _parsing_tensor(classes: Sequence[np.ndarray | None], order: np.ndarray, fli
         if classes[j] is not None:
             for k in range(3):
                 cv2.LUT(classes[j], luts[k], dst=planar[t, k])
-    return torch.from_numpy(planar).float().div_(255)
+    return torch.from_numpy(planar)
 
 
 def _parsing_over_frames(classes: Sequence[np.ndarray | None], frames: Sequence[np.ndarray], order: np.ndarray,
                          flipped: bool) -> torch.Tensor:
-    """(T, 3, S, S) float32: palette colours blended 50/50 over the (transformed) frames, black where a map is None."""
+    """(T, 3, S, S) uint8: palette colours blended 50/50 over the (transformed) frames, black where a map is None."""
     palette = FLIPPED_PALETTE if flipped else PALETTE
     blank = np.zeros_like(frames[0])
     maps = [blank if c is None else cv2.addWeighted(f, 0.5, np.take(palette, c, axis=0), 0.5, 0.0)
@@ -262,9 +267,7 @@ class ClipDataset(Dataset):
         columns = ["clip_id", "label", "class_name", "splits", "test_indices", "train_candidates", "frame_indices",
                    "width", "height"]
         columns += ["jpeg"] * self.need_frames
-        columns += ["parsing_png"] * ("parsing" in self.modalities)
-        columns += ["landmarks_png"] * ("landmarks" in self.modalities)
-        columns += ["face_status"] * bool(self.modalities & {"parsing", "landmarks"})
+        columns += ["face_maps", "face_status"] * bool(self.modalities & {"parsing", "landmarks"})
 
         wanted, names, tables = {"fold": fold, "split": split}, {}, []
         for path in feature_paths:
@@ -356,8 +359,10 @@ class ClipDataset(Dataset):
         return positions, draw_augment(self.config.augment, height, width, rng)
 
     def __getitem__(self, i: int) -> dict:
-        """``frames`` / ``parsing`` / ``landmarks`` (T, 3, S, S) float32 (those requested), ``source_frames`` (T,)
-        source frame numbers, ``caption`` str, ``label`` int, ``clip_id`` str, ``index`` int (= i)."""
+        """``frames`` / ``parsing`` (T, 3, S, S) and ``landmarks`` (T, 1, S, S) white on black, (T, 3, S, S) over the
+        frame, uint8 (those requested; :func:`model_inputs` makes them model inputs), ``brightness`` the clip's
+        factor for the frames (float32, 1 in test mode), ``source_frames`` (T,) source frame numbers, ``caption``
+        str, ``label`` int, ``clip_id`` str, ``index`` int (= i)."""
         size, modalities, column, row = self.config.image_size, self.modalities, self.table.column, self._rows[i]
         positions, aug = self.draw(i)
         unique, inverse = np.unique(positions, return_inverse=True)  # short clips repeat frames: work on each once
@@ -372,35 +377,51 @@ class ClipDataset(Dataset):
         on_frame = self.config.middle_level_background == "frame"  # maps over the frame (without brightness)
         if modalities & {"parsing", "landmarks"}:
             missing = pc.equal(column("face_status")[row].values, "missing").to_numpy(zero_copy_only=False)[unique]
+            buffers, (height, width) = column("face_maps")[row].values, self._sizes[row]
+            maps = [None if missing[k] else decode_face_map(buffers[int(p)].as_buffer(), height, width)
+                    for k, p in enumerate(unique)]
         if "parsing" in modalities:
-            pngs = column("parsing_png")[row].values
-            classes = [None if missing[k] else transform(decode_parsing(pngs[int(p)].as_buffer()), aug, size, nearest=True)
-                       for k, p in enumerate(unique)]
+            classes = [None if m is None else transform(m & CLASS_BITS, aug, size, nearest=True) for m in maps]
             item["parsing"] = (_parsing_over_frames(classes, frames, inverse, flipped) if on_frame
                                else _parsing_tensor(classes, inverse, flipped, size))
         if "landmarks" in modalities:
-            pngs = column("landmarks_png")[row].values
-            masks = [None if missing[k] else decode_parsing(pngs[int(p)].as_buffer()) for k, p in enumerate(unique)]
+            dots = [None if m is None else cv2.threshold(m, CLASS_BITS, 255, cv2.THRESH_BINARY)[1] for m in maps]
             if on_frame:  # white dots drawn into the stored frame (render_landmarks' pixels), then transformed
                 blank = np.zeros((size, size, 3), np.uint8)
-                dots = [blank if m is None else transform(np.where(m[..., None] > 0, np.uint8(255), f), aug, size)
-                        for m, f in zip(masks, stored)]
-                item["landmarks"] = _to_tensor(dots, inverse)
-            else:  # white on black: every channel is the mask, so transform one channel and repeat it
+                images = [blank if d is None else transform(np.where(d[..., None] > 0, np.uint8(255), f), aug, size)
+                          for d, f in zip(dots, stored)]
+            else:  # white on black: every channel is the mask, so one channel goes (model_inputs repeats it)
                 blank = np.zeros((size, size), np.uint8)
-                dots = [blank if m is None else transform(m, aug, size) for m in masks]
-                item["landmarks"] = _to_tensor(dots, inverse).expand(-1, 3, -1, -1)
+                images = [blank if d is None else transform(d, aug, size) for d in dots]
+            item["landmarks"] = _to_tensor(images, inverse)
 
-        if aug is not None and aug.brightness != 1.0 and "frames" in item:
-            item["frames"].mul_(aug.brightness).clamp_(0, 1)
-        if self.config.normalize == "clip":
-            mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-            for key in ("frames", "parsing", "landmarks"):
-                if key in item:
-                    item[key] = (item[key] - mean) / std  # not in place: landmarks may be an expanded view
+        item["brightness"] = torch.tensor(1.0 if aug is None else aug.brightness, dtype=torch.float32)
         item["source_frames"] = torch.from_numpy(self._list(row, "frame_indices")[positions].astype(np.int64))
         item.update(caption=self._captions[row], label=int(self._labels[row]), clip_id=self._ids[row], index=int(i))
         return item
+
+
+def model_inputs(batch: dict, config: DataConfig, device: torch.device) -> dict:
+    """A collated batch moved to ``device``, its uint8 images made the models' float inputs there in one batched step
+    per modality: the one place where this happens (training, evaluation, zero-shot and the predict CLI call it).
+
+    Values in [0, 1]; frames times each clip's brightness factor, clamped (maps drawn over the frame are not
+    brightened); one-channel landmark images repeated over RGB (a view); ``normalize: clip``: OpenAI CLIP's mean/std.
+    """
+    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    brightened = "brightness" in batch and bool((batch["brightness"] != 1).any())  # on the host: no device sync
+    if config.normalize == "clip":
+        mean = torch.tensor(CLIP_MEAN, device=device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=device).view(1, 1, 3, 1, 1)
+    for key in IMAGES:
+        if key not in out:
+            continue
+        image = out[key].float().div_(255)
+        if key == "frames" and brightened:
+            image.mul_(out["brightness"].view(-1, 1, 1, 1, 1)).clamp_(0, 1)
+        image = image.expand(-1, -1, 3, -1, -1)
+        out[key] = (image - mean) / std if config.normalize == "clip" else image
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- loader
@@ -409,7 +430,7 @@ def collate(items: Sequence[dict]) -> dict:
     """Tensors stacked, ints as a LongTensor, strings (caption, clip_id) kept as lists.
 
     This is torch's ``default_collate``, which in a worker stacks straight into shared memory (saving a copy
-    of every batch, ~30 MB per clip at 224 px with three modalities).
+    of every batch, ~6 MB per clip at 224 px with three modalities in uint8).
     """
     return default_collate(list(items))
 

@@ -33,7 +33,7 @@ from stages.common.schemas import PREDICTIONS_SCHEMA
 from stages.evaluate.metrics import classification_metrics
 from stages.train.build import build_model, modalities_needed
 from stages.train.config import TrainConfig
-from stages.train.data import ClipDataset, DataConfig, make_loader
+from stages.train.data import ClipDataset, DataConfig, make_loader, model_inputs
 
 LOG_COLUMNS = ["epoch", "train_loss", "train_acc", "test_uar", "test_war", "val_uar", "val_war", "lr", "seconds"]
 
@@ -166,10 +166,6 @@ def recipe_record(config: TrainConfig, optimizer: torch.optim.Optimizer, normali
     }
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def contrastive_loss(model, batch: dict) -> torch.Tensor:
     """Symmetric InfoNCE between clip embeddings and their captions' embeddings (zero-shot pre-training)."""
     embeddings = {k: torch.nn.functional.normalize(v, dim=-1) for k, v in model.encode(batch).items()}
@@ -186,7 +182,7 @@ def predict(model, loader, device, amp: bool, desc: str, zero_shot_classes: list
     model.eval()
     rows = {"clip_id": [], "label": [], "prediction": [], "logits": [], "modality_weights": []}
     for batch in tqdm(loader, desc=desc, unit="batch", leave=False, file=sys.stderr, disable=not progress):
-        batch = to_device(batch, device)
+        batch = model_inputs(batch, loader.dataset.config, device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             out = model.zero_shot_output(batch, zero_shot_classes) if zero_shot_classes else model(batch)
         rows["clip_id"] += list(batch["clip_id"])
@@ -306,7 +302,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, file=sys.stderr,
                    disable=not processes.main)
         for step, batch in enumerate(bar):
-            batch = to_device(batch, device)
+            batch = model_inputs(batch, train_set.config, device)
             with torch.autocast(device.type, enabled=amp):
                 if config.objective == "contrastive":
                     loss = contrastive_loss(model, batch)

@@ -8,8 +8,7 @@ import pyarrow as pa
 
 from stages.common.io import write_parquet
 from stages.common.schemas import APPROVED_SCHEMA, FEATURES_SCHEMA
-from stages.faces.parsing import encode_parsing
-from stages.faces.render import landmark_mask
+from stages.faces.render import encode_face_map, landmark_mask
 from stages.frames import sampling
 
 T, K, STORED = 16, 3, 48
@@ -31,14 +30,15 @@ def clip_row(clip_id, n, splits, label=0, image=grey, parsing=None, landmarks=No
     lm = np.zeros((68, 2), np.float32) if landmarks is None else landmarks
     classes = np.zeros((STORED, STORED), np.uint8) if parsing is None else parsing
     statuses = status if isinstance(status, list) else [status] * len(needed)
-    dots, blank = encode_parsing(landmark_mask(lm, STORED, STORED)), encode_parsing(np.zeros((STORED, STORED), np.uint8))
+    dots, blank = landmark_mask(lm, STORED, STORED), np.zeros((STORED, STORED), np.uint8)
     return dict(clip_id=clip_id, label=label, class_name=f"class{label}", n_frames=n,
                 splits=[{"fold": f, "split": s} for f, s in splits],
                 test_indices=sampling.test_indices(n, T).tolist(),
                 train_candidates=sampling.train_candidates(n, T, k).ravel().tolist(),
                 frame_indices=needed.tolist(), jpeg=[jpeg(image(int(i))) for i in needed],
-                parsing_png=[encode_parsing(classes)] * len(needed), landmarks=[lm.ravel().tolist()] * len(needed),
-                landmarks_png=[blank if s == "missing" else dots for s in statuses], face_status=statuses, width=STORED, height=STORED)
+                landmarks=[lm.ravel().tolist()] * len(needed),
+                face_maps=[encode_face_map(classes, blank if s == "missing" else dots) for s in statuses],
+                face_status=statuses, width=STORED, height=STORED)
 
 
 def write_rows(path, rows) -> str:

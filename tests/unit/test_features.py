@@ -8,8 +8,8 @@ import pytest
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
 from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
-from stages.faces.parsing import decode_parsing
-from stages.faces.render import render_landmarks
+from stages.faces.parsing import encode_parsing
+from stages.faces.render import CLASS_BITS, DOT, decode_face_map, render_landmarks
 from stages.features.stage import build, main
 
 FRAMES = [0, 2, 5]
@@ -25,7 +25,7 @@ def faces_row(clip_id: str, frame_indices=FRAMES, flag: str = "") -> dict:
     n = len(frame_indices)
     status = ["missing"] * n if flag else ["detected"] * n
     return dict(clip_id=clip_id, frame_indices=frame_indices, landmarks=[[float(i)] * 136 for i in range(n)],
-                parsing_png=[f"png-{clip_id}-{i}".encode() for i in range(n)], det_score=[1.0] * n,
+                parsing_png=[encode_parsing(np.full((32, 32), i, np.uint8)) for i in range(n)], det_score=[1.0] * n,
                 face_status=status, backend="test", clip_flag=flag)
 
 
@@ -61,7 +61,7 @@ def test_join(inputs):
     a, b, c = rows["a"], rows["b"], rows["c"]
     assert (a["label"], a["class_name"], b["label"], b["class_name"]) == (0, "happiness", 1, "sadness")
     assert b["splits"] == [{"fold": "fold1", "split": "test"}, {"fold": "fold2", "split": "train"}]
-    assert a["jpeg"] == [b"a-0", b"a-2", b"a-5"] and a["parsing_png"][1] == b"png-a-1"
+    assert a["jpeg"] == [b"a-0", b"a-2", b"a-5"] and (decode_face_map(a["face_maps"][1], 32, 32) & CLASS_BITS == 1).all()
     assert a["landmarks"][2] == [2.0] * 136 and a["frame_indices"] == FRAMES
     assert (a["test_indices"], a["train_candidates"], a["width"]) == ([0, 5], [0, 2, 2, 5], 32)
     assert "caption" not in table.schema.names  # captions are a separate input of the models that read them
@@ -107,13 +107,33 @@ def test_clip_missing_from_index_fails(inputs):
         run_build(inputs)
 
 
-def test_landmark_images_are_rendered_once_here(inputs):
-    """landmarks_png decodes to the dots the trainer's loader used to draw every epoch (render_landmarks at the
-    stored size), blank for frames whose face is missing."""
+def test_face_maps_hold_the_parsing_classes_and_the_landmark_dots(inputs):
+    """Each frame's face map holds its parsing classes and the dots the trainer's loader used to draw every epoch
+    (render_landmarks at the stored size), no dots for frames whose face is missing."""
     rows = {r["clip_id"]: r for r in run_build(inputs)[0].to_pylist()}
-    for points, png in zip(rows["a"]["landmarks"], rows["a"]["landmarks_png"]):
+    for i, (points, buffer) in enumerate(zip(rows["a"]["landmarks"], rows["a"]["face_maps"])):
         expected = render_landmarks(np.array(points, np.float32).reshape(68, 2), 32, 32)
-        mask = decode_parsing(png)
-        assert mask.shape == (32, 32) and np.array_equal(np.repeat(mask[..., None], 3, 2), expected)
-    assert decode_parsing(rows["a"]["landmarks_png"][2]).any()
-    assert not any(decode_parsing(png).any() for png in rows["c"]["landmarks_png"])  # no_face: every frame missing
+        face_map = decode_face_map(buffer, 32, 32)
+        dots = np.where(face_map & DOT, 255, 0).astype(np.uint8)
+        assert np.array_equal(np.repeat(dots[..., None], 3, 2), expected) and (face_map & CLASS_BITS == i).all()
+    assert (decode_face_map(rows["a"]["face_maps"][2], 32, 32) & DOT).any()
+    assert not any((decode_face_map(m, 32, 32) & DOT).any() for m in rows["c"]["face_maps"])  # no_face: all missing
+    with pytest.raises(ValueError, match="is not 16x16"):
+        decode_face_map(rows["a"]["face_maps"][0], 16, 16)
+
+
+def test_a_parsing_map_of_another_size_fails(inputs):
+    faces = read_parquet(inputs["faces"], FACES_SCHEMA).to_pylist()
+    faces[1]["parsing_png"][0] = encode_parsing(np.zeros((16, 32), np.uint8))
+    write_parquet(pa.Table.from_pylist(faces, schema=FACES_SCHEMA), inputs["faces"])
+    with pytest.raises(StageError, match="a parsing map is 32x16, its frame 32x32"):
+        run_build(inputs)
+
+
+def test_an_old_features_shard_fails_clearly(tmp_path):
+    """A shard written before the face maps (parsing_png + landmarks_png columns) asks for a rerun."""
+    old = pa.table({name: pa.array([], FEATURES_SCHEMA.field(name).type) for name in FEATURES_SCHEMA.names
+                    if name != "face_maps"}).append_column("landmarks_png", pa.array([], pa.list_(pa.binary())))
+    write_parquet(old, tmp_path / "old.parquet")
+    with pytest.raises(StageError, match=r"missing columns \['face_maps'\]; it was written by an older version"):
+        read_parquet(tmp_path / "old.parquet", FEATURES_SCHEMA, columns=["clip_id", "face_maps"])

@@ -11,9 +11,8 @@ from stages.common.errors import StageError
 from stages.faces.render import PALETTE, render_landmarks, render_parsing
 from stages.frames import sampling
 from tests.unit.synthetic_features import K, STORED, T, clip_row, write_captions, write_rows
-from stages.faces.parsing import decode_parsing
-from stages.train.data import (CLIP_MEAN, CLIP_STD, FLIPPED_PALETTE, AugmentConfig, ClipDataset, DataConfig, collate,
-                               make_loader, transform)
+from stages.train.data import (CLIP_MEAN, CLIP_STD, FLIPPED_PALETTE, IMAGES, AugmentConfig, ClipDataset, DataConfig,
+                               collate, make_loader, model_inputs, transform)
 
 ALL = {"frames", "parsing", "landmarks", "caption"}
 STRONG = AugmentConfig(brightness=0.5, rotation_degrees=10, crop_scale=(0.5, 1.0))
@@ -42,6 +41,13 @@ def dataset(paths, split="train", train=True, size=32, modalities=ALL, seed=0, c
                        modalities=modalities, captions_path=captions)
 
 
+def inputs(ds: ClipDataset, i: int) -> dict:
+    """Item ``i`` with its images as the models get them (``model_inputs`` of a batch of one, on the CPU)."""
+    item = ds[i]
+    batch = model_inputs(collate([item]), ds.config, torch.device("cpu"))
+    return {**item, **{key: batch[key][0] for key in IMAGES if key in batch}}
+
+
 def frame_numbers(frames: torch.Tensor) -> list[int]:
     """Invert grey(): the source frame number shown by each (unaugmented) frame."""
     return [round(float(f.mean()) * 255 / 5) for f in frames]
@@ -52,8 +58,10 @@ def frame_numbers(frames: torch.Tensor) -> list[int]:
 def test_fold_split_filtering_and_item(shards, captions):
     train = dataset(shards, captions=captions)
     assert train.clip_ids == ["long", "mid"] and len(dataset(shards, "test", train=False)) == 1
-    item = train[1]
+    raw, item = train[1], inputs(train, 1)
     assert (item["clip_id"], item["label"], item["index"], item["caption"]) == ("mid", 2, 1, "")  # none approved
+    assert raw["frames"].dtype == raw["parsing"].dtype == raw["landmarks"].dtype == torch.uint8
+    assert raw["landmarks"].shape == (T, 1, 32, 32)  # white on black: one grey channel until model_inputs
     assert train[0]["caption"] == "caption long" and dataset(shards)[0]["caption"] == ""  # captions only when given
     for key in ("frames", "parsing", "landmarks"):
         assert item[key].shape == (T, 3, 32, 32) and item[key].dtype == torch.float32
@@ -72,7 +80,7 @@ def test_fold_split_filtering_and_item(shards, captions):
 
 
 def test_test_mode_uses_test_indices(shards):
-    item = dataset(shards, "test", train=False)[0]
+    item = inputs(dataset(shards, "test", train=False), 0)
     expected = sampling.test_indices(7, T).tolist()  # edge-padded short clip
     assert item["source_frames"].tolist() == expected
     assert frame_numbers(item["frames"]) == expected
@@ -155,13 +163,13 @@ def test_maps_stay_aligned_with_the_frame(tmp_path):
     sides = set()
     for epoch in range(12):
         ds.set_epoch(epoch)
-        item = ds[0]
+        item = inputs(ds, 0)
         in_frame, in_map = bright_centre(item["frames"][0]), bright_centre(item["landmarks"][0])
         assert (in_frame is None) == (in_map is None)
         if in_map is not None:
             assert np.abs(in_frame - in_map).max() < 0.5, (epoch, in_frame, in_map)
             sides.add(bool(in_map[0] > 32))
-        item = ds[1]
+        item = inputs(ds, 1)
         in_map, in_frame = item["parsing"][0].amax(0) > 0, item["frames"][0].amax(0) > 0.5
         assert (in_map & in_frame).sum() >= 0.9 * max(in_map.sum(), in_frame.sum())
     assert sides == {False, True}  # flipped and unflipped clips were both checked
@@ -175,8 +183,8 @@ def test_flip_swaps_left_right_parsing_classes(tmp_path):
     classes[24:30, 30:44] = 5
     path = write_rows(tmp_path / "f.parquet", [clip_row("brows", 40, [("fold1", "train")], parsing=classes)])
     full = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
-    plain = dataset([path], size=STORED, modalities={"parsing"}, augment=AugmentConfig(flip=0, **full))[0]["parsing"][0]
-    flipped = dataset([path], size=STORED, modalities={"parsing"}, augment=AugmentConfig(flip=1, **full))[0]["parsing"][0]
+    plain = inputs(dataset([path], size=STORED, modalities={"parsing"}, augment=AugmentConfig(flip=0, **full)), 0)["parsing"][0]
+    flipped = inputs(dataset([path], size=STORED, modalities={"parsing"}, augment=AugmentConfig(flip=1, **full)), 0)["parsing"][0]
     expected = render_parsing(np.array([0, 1, 3, 2, 5, 4, 6, 7, 8, 9, 10], np.uint8)[classes[:, ::-1]])
     assert torch.equal(flipped, torch.from_numpy(expected).permute(2, 0, 1).float() / 255)
     colour = lambda image, y, x: tuple((image[:, y, x] * 255).round().int().tolist())  # noqa: E731
@@ -191,41 +199,48 @@ def test_missing_face_frames_get_black_maps(tmp_path):
     path = write_rows(tmp_path / "f.parquet", [clip_row("half", n, [("fold1", "test")], parsing=classes, status=status,
                                                        landmarks=np.full((68, 2), 20, np.float32))])
     for background in ("black", "frame"):
-        item = dataset([path], "test", train=False, middle_level_background=background)[0]
+        item = inputs(dataset([path], "test", train=False, middle_level_background=background), 0)
         for key in ("parsing", "landmarks"):
             assert (item[key][:8].amax(dim=(1, 2, 3)) > 0).all() and (item[key][8:] == 0).all(), (key, background)
     no_face = write_rows(tmp_path / "g.parquet", [clip_row("none", n, [("fold1", "test")], status="missing")])
-    item = dataset([no_face], "test", train=False)[0]
+    item = inputs(dataset([no_face], "test", train=False), 0)
     assert (item["landmarks"] == 0).all() and (item["parsing"] == 0).all()  # no 68 dots at the origin
 
 
-def per_epoch_maps(ds: ClipDataset, i: int, rows: dict[str, dict]) -> dict[str, torch.Tensor]:
-    """Item ``i``'s parsing and landmark images as the loader made them before the features stage stored the dots:
+def per_epoch_inputs(ds: ClipDataset, i: int, rows: dict[str, dict], classes: np.ndarray) -> dict[str, torch.Tensor]:
+    """Item ``i``'s model inputs as the loader made them before the features stage stored the dots and before the
+    float work moved to ``model_inputs``: per item, frames as float in [0, 1] times the brightness factor, clamped;
     parsing colours (``render_parsing``, flipped palette when flipped, blended over the transformed frame when the
-    background is the frame) and ``render_landmarks`` from the stored points every epoch (the old code path)."""
+    background is the frame); ``render_landmarks`` from the stored points every epoch; CLIP mean/std when asked."""
     size, table = ds.config.image_size, rows[ds.clip_ids[i]]
     positions, aug = ds.draw(i)
     on_frame, flipped = ds.config.middle_level_background == "frame", aug is not None and aug.flip
     points = np.array(table["landmarks"], np.float32).reshape(-1, 68, 2)
-    out = {"parsing": [], "landmarks": []}
+    out = {"frames": [], "parsing": [], "landmarks": []}
     for p in positions:
         stored = cv2.cvtColor(cv2.imdecode(np.frombuffer(table["jpeg"][p], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         frame = transform(stored, aug, size)
         blank = np.zeros((size, size, 3), np.uint8)
         missing = table["face_status"][p] == "missing"
-        classes = transform(decode_parsing(table["parsing_png"][p]), aug, size, nearest=True)
-        colours = np.take(FLIPPED_PALETTE if flipped else PALETTE, classes, axis=0)
+        colours = np.take(FLIPPED_PALETTE if flipped else PALETTE, transform(classes, aug, size, nearest=True), axis=0)
         parsing = cv2.addWeighted(frame, 0.5, colours, 0.5, 0.0) if on_frame else colours
+        out["frames"].append(frame)
         out["parsing"].append(blank if missing else parsing)
         dots = render_landmarks(points[p], table["height"], table["width"], stored if on_frame else None)
         out["landmarks"].append(blank if missing else transform(dots, aug, size))
-    return {k: torch.from_numpy(np.stack(v).transpose(0, 3, 1, 2).copy()).float() / 255 for k, v in out.items()}
+    old = {k: torch.from_numpy(np.stack(v).transpose(0, 3, 1, 2).copy()).float().div_(255) for k, v in out.items()}
+    if aug is not None and aug.brightness != 1.0:
+        old["frames"].mul_(aug.brightness).clamp_(0, 1)
+    if ds.config.normalize == "clip":
+        mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        old = {k: (v - mean) / std for k, v in old.items()}
+    return old
 
 
-@pytest.mark.parametrize("background", ["black", "frame"])
-def test_maps_equal_the_per_epoch_rendering(tmp_path, background):
-    """Stored landmark dots and colouring after the geometry give exactly the old per-epoch pixels, in training
-    (rotation, crop, flip; both flip states met) and test mode, with missing-face frames."""
+@pytest.mark.parametrize("background,normalize", [("black", "none"), ("frame", "none"), ("black", "clip")])
+def test_inputs_equal_the_per_item_rendering(tmp_path, background, normalize):
+    """Stored face maps, uint8 items and the batched ``model_inputs`` give exactly the old per-item tensors, in
+    training (brightness, rotation, crop, flip; both flip states met) and test mode, with missing-face frames."""
     rng = np.random.default_rng(3)
     points = rng.uniform(2, STORED - 2, (68, 2)).astype(np.float32)
     classes = rng.integers(0, 11, (STORED, STORED), dtype=np.uint8)
@@ -238,22 +253,23 @@ def test_maps_equal_the_per_epoch_rendering(tmp_path, background):
     rows = {r["clip_id"]: r for r in pq.read_table(path).to_pylist()}
     flips = set()
     for train, fold in ((True, "fold1"), (False, "fold2")):
-        ds = ClipDataset([path], fold, "train" if train else "test",
-                         DataConfig(image_size=40, middle_level_background=background, augment=STRONG), train=train,
-                         modalities={"parsing", "landmarks"})
+        config = DataConfig(image_size=40, middle_level_background=background, normalize=normalize, augment=STRONG)
+        ds = ClipDataset([path], fold, "train" if train else "test", config, train=train,
+                         modalities={"frames", "parsing", "landmarks"})
         for epoch in range(3):
             ds.set_epoch(epoch)
+            batch = model_inputs(collate([ds[i] for i in range(len(ds))]), config, torch.device("cpu"))
             for i in range(len(ds)):
-                item, old = ds[i], per_epoch_maps(ds, i, rows)
+                old = per_epoch_inputs(ds, i, rows, classes)
                 flips.add(ds.draw(i)[1].flip if train else None)
-                for key in ("parsing", "landmarks"):
-                    assert item[key].shape == old[key].shape and torch.equal(item[key], old[key]), (key, train, epoch, i)
+                for key in IMAGES:
+                    assert batch[key][i].shape == old[key].shape and torch.equal(batch[key][i], old[key]), (key, train, i)
     assert flips == {True, False, None}
 
 
 def test_clip_normalisation(shards):
-    plain = dataset(shards, "test", train=False)[0]
-    normed = dataset(shards, "test", train=False, normalize="clip")[0]
+    plain = inputs(dataset(shards, "test", train=False), 0)
+    normed = inputs(dataset(shards, "test", train=False, normalize="clip"), 0)
     mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     for key in ("frames", "parsing", "landmarks"):
         assert torch.allclose(normed[key], (plain[key] - mean) / std, atol=1e-6)
