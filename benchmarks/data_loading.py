@@ -7,15 +7,27 @@ to S x S, float tensors) from (a) ``ClipDataset`` + ``make_loader`` over the cac
 parsing + landmarks, and (b) ``read_frames`` of the same 16 indices from the folders + resize + to tensor,
 through the same DataLoader, with the files in the page cache and dropped from it. Checks that (a) and (b)
 give identical frames, prints a Markdown table and updates the data-loading section of benchmarks/RESULTS.md.
+The cache's batches are counted up to the models' float inputs: ``model_inputs`` runs on the CPU, as the training
+loop would run it on its device. CPU time includes the DataLoader workers (exited children).
+
+``--before DIR`` instead compares the cache's loading, frames only and frames + parsing + landmarks, of the code in
+DIR (a git worktree of the code before a change) with this checkout's, side by side: one server process per code
+version imports that version's ``stages``, writes its own shard of the same clips and times epochs on request, the
+versions alternating; the outputs of both are checked identical (a digest of every batch). It prints a table.
 
     python benchmarks/data_loading.py      # ~1-2 minutes on 2 CPU cores
+    python benchmarks/data_loading.py --before ../main-worktree --lengths 30 --clips 32 --workers 0
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +41,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+CODE = Path(sys.argv[sys.argv.index("--serve") + 1]).resolve() if "--serve" in sys.argv else ROOT  # code under test
+sys.path.insert(0, str(CODE))
 from benchmarks.frames import synthetic_frames  # noqa: E402
 from stages.common.io import write_parquet  # noqa: E402
 from stages.common.schemas import FEATURES_SCHEMA  # noqa: E402
+from stages.train import data  # noqa: E402
 from stages.faces.parsing import encode_parsing  # noqa: E402
 from stages.faces.render import landmark_mask  # noqa: E402
 from stages.frames import sampling  # noqa: E402
@@ -58,9 +72,10 @@ READING = (
 )
 
 
-def face_maps(size: int) -> tuple[bytes, list[float], bytes]:
-    """A parsing PNG (skin, brows, eyes, nose, lips, hair as ellipses), 68 landmarks on the face and their
-    rendered dots (the features stage's ``landmarks_png``)."""
+def face_maps(size: int) -> dict[str, bytes]:
+    """The map columns of one frame for the code under test: a parsing map (skin, brows, eyes, nose, lips, hair as
+    ellipses) and the dots of 68 landmarks on the face, as one face map (``face_maps``), or, for the code before it,
+    as a parsing PNG and a dot PNG; and the landmarks."""
     classes = np.zeros((size, size), np.uint8)
     c, s = size // 2, size / 224  # centre, scale from a 224 px layout
     for label, x, y, w, h in ((10, 0, -30, 85, 80), (1, 0, 0, 70, 90), (2, -30, -35, 18, 5), (3, 30, -35, 18, 5),
@@ -69,13 +84,17 @@ def face_maps(size: int) -> tuple[bytes, list[float], bytes]:
         cv2.ellipse(classes, (int(c + x * s), int(c + y * s)), (int(w * s), int(h * s)), 0, 0, 360, label, -1)
     angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
     points = np.stack([c + 60 * s * np.cos(angles), c + 80 * s * np.sin(angles)], 1).astype(np.float32)
-    return encode_parsing(classes), points.ravel().tolist(), encode_parsing(landmark_mask(points, size, size))
+    dots, maps = landmark_mask(points, size, size), {"landmarks": points.ravel().tolist()}
+    if "face_maps" in FEATURES_SCHEMA.names:
+        from stages.faces.render import encode_face_map
+        return {**maps, "face_maps": encode_face_map(classes, dots)}
+    return {**maps, "parsing_png": encode_parsing(classes), "landmarks_png": encode_parsing(dots)}
 
 
 def make_clips(root: Path, n: int, clips: int, size: int) -> tuple[list[Path], Path]:
     """``clips`` frame folders of ``n`` quality-90 JPEGs and a features shard holding the same JPEG bytes."""
     frames = [cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) for rgb in synthetic_frames(n, size)]
-    parsing, landmarks, dots = face_maps(size)
+    maps = face_maps(size)
     kept = sampling.needed_frames(n, T, K)
     folders, rows = [], []
     for i in range(clips):  # each clip its own pixels (shifted), so no two clips share JPEG bytes
@@ -89,9 +108,9 @@ def make_clips(root: Path, n: int, clips: int, size: int) -> tuple[list[Path], P
                          splits=[{"fold": "fold1", "split": "test"}], n_frames=n,
                          test_indices=sampling.test_indices(n, T).tolist(),
                          train_candidates=sampling.train_candidates(n, T, K).ravel().tolist(),
-                         frame_indices=kept.tolist(), jpeg=[jpegs[j] for j in kept], parsing_png=[parsing] * len(kept),
-                         landmarks=[landmarks] * len(kept), landmarks_png=[dots] * len(kept), face_status=["detected"] * len(kept), width=size,
-                         height=size))
+                         frame_indices=kept.tolist(), jpeg=[jpegs[j] for j in kept],
+                         **{column: [value] * len(kept) for column, value in maps.items()},
+                         face_status=["detected"] * len(kept), width=size, height=size))
     shard = root / f"features-{n}.parquet"
     write_parquet(pa.Table.from_pylist(rows, schema=FEATURES_SCHEMA), shard)
     return folders, shard
@@ -112,8 +131,25 @@ class FolderClips(Dataset):
         return {"frames": torch.from_numpy(frames.transpose(0, 3, 1, 2).copy()).float().div_(255), "label": i % CLASSES}
 
 
-def epoch(loader) -> list[torch.Tensor]:
-    return [batch["frames"] for batch in loader]
+def epoch(loader, config: DataConfig | None = None, keys=("frames",)) -> tuple[list[torch.Tensor], float]:
+    """One pass over ``loader``: the ``keys`` of each batch, from the cache (``config`` given) as the models get them
+    (``model_inputs`` on the CPU; the code before it made float items in the loader), and the CPU seconds spent in
+    ``model_inputs``."""
+    finish = getattr(data, "model_inputs", None) if config is not None else None
+    cpu, out, spent = torch.device("cpu"), [], 0.0
+    for batch in loader:
+        if finish:
+            started = time.process_time()
+            batch = finish(batch, config, cpu)
+            spent += time.process_time() - started
+        out += [batch[key] for key in keys if key in batch]
+    return out, spent
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its exited children (the DataLoader workers of finished epochs)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def disk_mb(files: list[Path]) -> float:
@@ -138,6 +174,81 @@ def machine() -> str:
             f"{platform.python_version()}; PyTorch {torch.__version__}, PyArrow {pa.__version__}, OpenCV {cv2.__version__}")
 
 
+OUTPUTS = {"frames": {"frames"}, "frames + parsing + landmarks": {"frames", "parsing", "landmarks"}}
+IMAGES = ("frames", "parsing", "landmarks")
+
+
+def serve(args: argparse.Namespace) -> None:
+    """``--serve DIR``: write the code in DIR's shard of the benchmark clips (first length), then answer one request
+    per line of stdin with one JSON line: ``check OUTPUTS`` the digest of an epoch's model inputs, ``time OUTPUTS``
+    an epoch's wall and CPU seconds."""
+    torch.set_num_threads(args.threads)
+    config = DataConfig(image_size=args.size, num_workers=args.workers)
+    with tempfile.TemporaryDirectory() as tmp:
+        _, shard = make_clips(Path(tmp), args.lengths[0], args.clips, args.size)
+        loaders = {outputs: partial(make_loader, ClipDataset([str(shard)], "fold1", "test", config, train=False,
+                                                              modalities=modalities),
+                                    args.batch, shuffle=False, drop_last=False, seed=0, num_workers=args.workers)
+                   for outputs, modalities in OUTPUTS.items()}
+        print(json.dumps({"ready": data.__file__}), flush=True)
+        for line in sys.stdin:
+            request, outputs = line.rstrip("\n").split(" ", 1)
+            if request == "check":
+                digest = hashlib.sha256()
+                for tensor in epoch(loaders[outputs](), config, keys=IMAGES)[0]:
+                    digest.update(tensor.contiguous().numpy().tobytes())
+                print(json.dumps({"digest": digest.hexdigest()}), flush=True)
+            else:
+                wall, cpu = time.perf_counter(), cpu_seconds()
+                _, converting = epoch(loaders[outputs](), config, keys=())
+                print(json.dumps({"wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu,
+                                  "loader": cpu_seconds() - cpu - converting}), flush=True)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """``--before DIR``: the cache's loading by the code in DIR and by this checkout, alternating; prints a table."""
+    codes = {"before": args.before.resolve(), "after": ROOT}
+    options = [f"--{key}={getattr(args, key)}" for key in ("clips", "size", "batch", "workers", "threads")]
+    servers = {name: subprocess.Popen([sys.executable, __file__, "--serve", str(code), *options, "--lengths",
+                                       str(args.lengths[0])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for name, code in codes.items()}
+
+    def ask(name: str, request: str) -> dict:
+        servers[name].stdin.write(request + "\n")
+        servers[name].stdin.flush()
+        return json.loads(servers[name].stdout.readline())
+
+    for name, server in servers.items():
+        where = json.loads(server.stdout.readline())["ready"]
+        assert Path(where).is_relative_to(codes[name]), (name, where)  # each server runs its own code
+    for outputs in OUTPUTS:  # the same model inputs from both versions
+        digests = {name: ask(name, f"check {outputs}")["digest"] for name in codes}
+        assert digests["before"] == digests["after"], (outputs, digests)
+    times = {(name, outputs): [] for name in codes for outputs in OUTPUTS}
+    load = [os.getloadavg()[0]]
+    for _ in range(args.repeats):  # versions and outputs alternate, so all see the same load
+        for outputs in OUTPUTS:
+            for name in codes:
+                times[name, outputs].append(ask(name, f"time {outputs}"))
+        load.append(os.getloadavg()[0])
+    for server in servers.values():
+        server.stdin.close()
+        server.wait()
+
+    median = {key: {k: statistics.median(t[k] for t in runs) for k in ("wall", "cpu", "loader")}
+              for key, runs in times.items()}
+    print(f"{args.clips} clips of {args.lengths[0]} frames, test mode, {args.size} px, batch {args.batch}, "
+          f"{args.workers} workers, {args.threads} torch thread(s), median of {args.repeats} epochs; 1-minute load "
+          f"average {min(load):.1f}-{max(load):.1f}; identical model inputs checked")
+    print("| code | outputs | CPU ms per clip | of it model_inputs | wall ms per clip | CPU / frames only "
+          "| loader CPU (without model_inputs) / frames only | wall / frames only |\n|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, outputs in times:
+        m, base = median[name, outputs], median[name, "frames"]
+        print(f"| {name} | {outputs} | {1000 * m['cpu'] / args.clips:.1f} | {1000 * (m['cpu'] - m['loader']) / args.clips:.1f} "
+              f"| {1000 * m['wall'] / args.clips:.1f} | {m['cpu'] / base['cpu']:.2f}x | {m['loader'] / base['loader']:.2f}x "
+              f"| {m['wall'] / base['wall']:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=64, help="clips per epoch")
@@ -149,7 +260,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per path, after one checking epoch")
     parser.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"), help="Markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="only print the table")
+    parser.add_argument("--before", type=Path, help="a checkout of the code before (git worktree): compare its cache "
+                        "loading with this checkout's (first of --lengths) and print the table")
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # a --before comparison's timing process
     args = parser.parse_args()
+    if args.serve:
+        return serve(args)
+    if args.before:
+        return compare(args)
 
     header = ("| clip frames | source | outputs | on disk (MB) | open (s) | epoch wall (s) | epoch CPU (s) | ms per clip "
               "| wall / cache frames | CPU / cache frames |\n|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -180,17 +298,17 @@ def main() -> None:
             reference = None
             for key, (loader, drop) in paths.items():  # checking epoch: identical frames from every path
                 drop_page_cache(drop)
-                frames = epoch(loader())
+                frames, _ = epoch(loader(), config if key[0] == "features cache" else None)
                 reference = reference or frames
                 assert len(frames) == len(reference) and all(map(torch.equal, frames, reference)), key
             wall, cpu = {key: [] for key in paths}, {key: [] for key in paths}
             for _ in range(args.repeats):  # the paths alternate so all see the same load
                 for key, (loader, drop) in paths.items():
                     drop_page_cache(drop)
-                    w, c = time.perf_counter(), time.process_time()
-                    epoch(loader())
+                    w, c = time.perf_counter(), cpu_seconds()
+                    epoch(loader(), config if key[0] == "features cache" else None, keys=())
                     wall[key].append(time.perf_counter() - w)
-                    cpu[key].append(time.process_time() - c)
+                    cpu[key].append(cpu_seconds() - c)
             wall = {key: statistics.median(v) for key, v in wall.items()}
             cpu = {key: statistics.median(v) for key, v in cpu.items()}
             base = ("features cache", "frames")
