@@ -190,7 +190,7 @@ def serve(args: argparse.Namespace) -> None:
                                                               modalities=modalities),
                                     args.batch, shuffle=False, drop_last=False, seed=0, num_workers=args.workers)
                    for outputs, modalities in OUTPUTS.items()}
-        print(json.dumps({"ready": data.__file__}), flush=True)
+        print(json.dumps({"ready": data.__file__, "model_inputs": hasattr(data, "model_inputs")}), flush=True)
         for line in sys.stdin:
             request, outputs = line.rstrip("\n").split(" ", 1)
             if request == "check":
@@ -218,9 +218,11 @@ def compare(args: argparse.Namespace) -> None:
         servers[name].stdin.flush()
         return json.loads(servers[name].stdout.readline())
 
+    converts = {}  # code -> whether it has model_inputs
     for name, server in servers.items():
-        where = json.loads(server.stdout.readline())["ready"]
-        assert Path(where).is_relative_to(codes[name]), (name, where)  # each server runs its own code
+        ready = json.loads(server.stdout.readline())
+        assert Path(ready["ready"]).is_relative_to(codes[name]), (name, ready)  # each server runs its own code
+        converts[name] = ready["model_inputs"]
     for outputs in OUTPUTS:  # the same model inputs from both versions
         digests = {name: ask(name, f"check {outputs}")["digest"] for name in codes}
         assert digests["before"] == digests["after"], (outputs, digests)
@@ -244,7 +246,8 @@ def compare(args: argparse.Namespace) -> None:
           "| loader CPU (without model_inputs) / frames only | wall / frames only |\n|---|---|---:|---:|---:|---:|---:|---:|")
     for name, outputs in times:
         m, base = median[name, outputs], median[name, "frames"]
-        print(f"| {name} | {outputs} | {1000 * m['cpu'] / args.clips:.1f} | {1000 * (m['cpu'] - m['loader']) / args.clips:.1f} "
+        converting = f"{1000 * (m['cpu'] - m['loader']) / args.clips:.1f}" if converts[name] else "-"
+        print(f"| {name} | {outputs} | {1000 * m['cpu'] / args.clips:.1f} | {converting} "
               f"| {1000 * m['wall'] / args.clips:.1f} | {m['cpu'] / base['cpu']:.2f}x | {m['loader'] / base['loader']:.2f}x "
               f"| {m['wall'] / base['wall']:.2f}x |")
 

@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from stages.common.errors import StageError
 from stages.common.io import read_parquet
 from stages.common.schemas import APPROVED_SCHEMA, FEATURES_SCHEMA
-from stages.faces.parsing import L_BROW, L_EYE, NUM_CLASSES, R_BROW, R_EYE, decode_parsing
+from stages.faces.parsing import L_BROW, L_EYE, NUM_CLASSES, R_BROW, R_EYE
 from stages.faces.render import CLASS_BITS, PALETTE, decode_face_map
 from stages.frames.sampling import draw_train_indices
 
