@@ -63,10 +63,11 @@ READING = (
     "are not in the page cache (one open and read per frame; measured here on a virtual disk, network or spinning "
     "disks are slower), while the cache reads its shard once, when the dataset is built, and then serves from "
     "memory; it is also about 5x smaller than the folders of 300-frame clips, keeping only the test frames and "
-    f"K={K} training candidates per segment. Adding parsing and landmark images takes about 3-4x the frames-only time "
-    "(PNG decode, colouring, dot drawing and two more tensors per clip). Next to a CPU training step "
-    "(benchmarks/train_step.py: 14-96 s per clip at batch 1) loading is negligible; for a GPU, budget ~45 ms per clip per "
-    "loader worker for the star variants' inputs. Torch runs with one thread here (`--threads 1`), as in DataLoader "
+    f"K={K} training candidates per segment. Adding parsing and landmark images (one face-map decompression and a "
+    "colour lookup per frame, then two more tensors for `model_inputs` to convert to float, which a training run does on "
+    "its device and this table counts on the CPU) costs about 2-3x the frames-only time; see the issue-12 section for "
+    "the loader alone. Next to a CPU training step (benchmarks/train_step.py: 14-96 s per clip at batch 1) loading is "
+    "negligible; for a GPU, budget ~20 ms per clip per loader worker for the star variants' inputs. Torch runs with one thread here (`--threads 1`), as in DataLoader "
     "workers: with the default two threads on this shared machine, the uint8-to-float conversion alone took ~16 ms "
     "instead of ~0.8 ms per clip, which matters with `num_workers: 0`. Training mode (augmentation) is not measured."
 )
@@ -335,14 +336,16 @@ def main() -> None:
         f"One epoch = {args.clips} synthetic {args.size}x{args.size} clips in test mode (the {T} segment centres, resized "
         f"to {args.size}x{args.size}, float tensors in [0, 1]) in batches of {args.batch}, {args.workers} DataLoader "
         "workers. *features cache* = `ClipDataset` + `make_loader` over one Parquet shard (FEATURES_SCHEMA: the "
-        f"JPEG bytes of the test frames and K={K} training candidates per segment, parsing PNGs, landmarks), "
-        "outputs frames only or frames + rendered parsing + landmark images; *JPEG folders* = `read_frames` of the "
+        f"JPEG bytes of the test frames and K={K} training candidates per segment, face maps, landmarks), "
+        "outputs frames only or frames + rendered parsing + landmark images, made float by `model_inputs` on the CPU "
+        "(as the training loop does on its device); *JPEG folders* = `read_frames` of the "
         "same 16 frames from a folder of one quality-90 JPEG per source frame + resize + to tensor, through the same "
         "DataLoader and collate. Both hold the same JPEG bytes; identical frames checked. Median of "
         f"{args.repeats} epochs per path (the paths alternate); warm page cache, except that *page cache dropped* "
         "drops every frame file from it (`posix_fadvise` DONTNEED; directory entries stay cached) before each epoch. "
         "*open* = building the `ClipDataset` from a shard dropped from the page cache (reading it into memory, once "
-        "per training run). Ratios = epoch time / the cache's frames-only epoch, from wall-clock and process CPU time.",
+        "per training run). Ratios = epoch time / the cache's frames-only epoch, from wall-clock and CPU time (of the "
+        "process and its DataLoader workers).",
         "",
         f"Reproduce: `{command.strip()}`",
         "",
