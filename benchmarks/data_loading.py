@@ -118,7 +118,8 @@ def make_clips(root: Path, n: int, clips: int, size: int) -> tuple[list[Path], P
 
 
 class FolderClips(Dataset):
-    """Test-mode clips straight from frame folders: the 16 segment centres, resized, as (T, 3, S, S) in [0, 1]."""
+    """Test-mode clips straight from frame folders: the 16 segment centres, resized, as (T, 3, S, S) uint8 (made float
+    by ``model_inputs``, like the cache's)."""
 
     def __init__(self, folders: list[Path], n: int, size: int):
         self.folders, self.n, self.size = folders, n, size
@@ -129,14 +130,13 @@ class FolderClips(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         frames = np.stack([transform(f, None, self.size) for f in read_frames(self.folders[i], "frames", self.indices, self.n)])
-        return {"frames": torch.from_numpy(frames.transpose(0, 3, 1, 2).copy()).float().div_(255), "label": i % CLASSES}
+        return {"frames": torch.from_numpy(frames.transpose(0, 3, 1, 2).copy()), "label": i % CLASSES}
 
 
-def epoch(loader, config: DataConfig | None = None, keys=("frames",)) -> tuple[list[torch.Tensor], float]:
-    """One pass over ``loader``: the ``keys`` of each batch, from the cache (``config`` given) as the models get them
-    (``model_inputs`` on the CPU; the code before it made float items in the loader), and the CPU seconds spent in
-    ``model_inputs``."""
-    finish = getattr(data, "model_inputs", None) if config is not None else None
+def epoch(loader, config: DataConfig, keys=("frames",)) -> tuple[list[torch.Tensor], float]:
+    """One pass over ``loader``: the ``keys`` of each batch as the models get them (``model_inputs`` on the CPU; the
+    code before it made float items in the loader), and the CPU seconds spent in ``model_inputs``."""
+    finish = getattr(data, "model_inputs", None)
     cpu, out, spent = torch.device("cpu"), [], 0.0
     for batch in loader:
         if finish:
@@ -302,7 +302,7 @@ def main() -> None:
             reference = None
             for key, (loader, drop) in paths.items():  # checking epoch: identical frames from every path
                 drop_page_cache(drop)
-                frames, _ = epoch(loader(), config if key[0] == "features cache" else None)
+                frames, _ = epoch(loader(), config)
                 reference = reference or frames
                 assert len(frames) == len(reference) and all(map(torch.equal, frames, reference)), key
             wall, cpu = {key: [] for key in paths}, {key: [] for key in paths}
@@ -310,7 +310,7 @@ def main() -> None:
                 for key, (loader, drop) in paths.items():
                     drop_page_cache(drop)
                     w, c = time.perf_counter(), cpu_seconds()
-                    epoch(loader(), config if key[0] == "features cache" else None, keys=())
+                    epoch(loader(), config, keys=())
                     wall[key].append(time.perf_counter() - w)
                     cpu[key].append(cpu_seconds() - c)
             wall = {key: statistics.median(v) for key, v in wall.items()}
@@ -340,7 +340,7 @@ def main() -> None:
         "outputs frames only or frames + rendered parsing + landmark images, made float by `model_inputs` on the CPU "
         "(as the training loop does on its device); *JPEG folders* = `read_frames` of the "
         "same 16 frames from a folder of one quality-90 JPEG per source frame + resize + to tensor, through the same "
-        "DataLoader and collate. Both hold the same JPEG bytes; identical frames checked. Median of "
+        "DataLoader, collate and `model_inputs`. Both hold the same JPEG bytes; identical frames checked. Median of "
         f"{args.repeats} epochs per path (the paths alternate); warm page cache, except that *page cache dropped* "
         "drops every frame file from it (`posix_fadvise` DONTNEED; directory entries stay cached) before each epoch. "
         "*open* = building the `ClipDataset` from a shard dropped from the page cache (reading it into memory, once "
