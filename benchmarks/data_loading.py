@@ -65,7 +65,7 @@ READING = (
     "memory; it is also about 5x smaller than the folders of 300-frame clips, keeping only the test frames and "
     f"K={K} training candidates per segment. Adding parsing and landmark images (one face-map decompression and a "
     "colour lookup per frame, then two more tensors for `model_inputs` to convert to float, which a training run does on "
-    "its device and this table counts on the CPU) costs about 2-3x the frames-only time; see the issue-12 section for "
+    "its device and this table counts on the CPU) costs about 2x the frames-only time; see the issue-12 section for "
     "the loader alone. Next to a CPU training step (benchmarks/train_step.py: 14-96 s per clip at batch 1) loading is "
     "negligible; for a GPU, budget ~20 ms per clip per loader worker for the star variants' inputs. Torch runs with one thread here (`--threads 1`), as in DataLoader "
     "workers: with the default two threads on this shared machine, the uint8-to-float conversion alone took ~16 ms "
