@@ -10,7 +10,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from stages.common.config import read_settings, stage_section
-from stages.common.datasets import load_dataset_config
+from stages.common.datasets import class_mapping, load_dataset_config
 from stages.common.fingerprint import code_fingerprint as stage_code_fingerprint
 from stages.common.outputs import final_outputs_message
 from stages.common.provenance import canonical, content_fingerprint, result_settings, towers_used, weights_cache
@@ -30,6 +30,14 @@ wildcard_constraints:
 
 def dataset_entry(ds):
     return config["datasets"][ds]
+
+
+# Datasets that stages/demo generates (rules/demo.smk): their entry's `demo:` settings go over the `demo:` section.
+GENERATED_DATASETS = [ds for ds, entry in config["datasets"].items() if "demo" in entry]
+
+
+def demo_settings(wildcards):
+    return canonical(merged_stage_config("demo", wildcards.ds))
 
 
 def dataset_description_file(wildcards):
@@ -363,6 +371,20 @@ def zeroshot_source_fold(wildcards):
 
 def zeroshot_eval_fold(wildcards):
     return config["zeroshot"]["eval_fold"]
+
+
+def transfer_class_mapping(src, dst):
+    """Each class of ``dst`` and its counterpart among the classes of ``src`` (dst's `same_as`, then equal names)."""
+    return class_mapping(dataset(dst), dataset(src).classes, dataset_entry(dst)["description"])
+
+
+def zeroshot_class_mapping(wildcards):
+    """Tracked; the command line gets the same mapping through zeroshot_class_mapping_json."""
+    return canonical({"class_mapping": transfer_class_mapping(wildcards.src, wildcards.dst)})
+
+
+def zeroshot_class_mapping_json(wildcards, input):
+    return canonical(transfer_class_mapping(wildcards.src, wildcards.dst))
 
 
 def zeroshot_target_features(wildcards):

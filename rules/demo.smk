@@ -1,21 +1,24 @@
 # Embedded demo data: synthetic expression clips of a public-domain face photo, in DFER-CLIP's list format.
+# Every dataset entry with a `demo:` key is generated (the demo, and demo_shift with its settings over `demo:`).
 
 
 rule demo_clips:
-    """Synthesise the demo's expression clips and their DFER-CLIP-style annotation lists."""
+    """Synthesise a generated dataset's expression clips and their DFER-CLIP-style annotation lists."""
     output:
-        clips=directory("results/demo/source/clips"),
+        clips=directory("results/{ds}/source/clips"),
         lists=expand(
-            "results/demo/source/lists/demo_set_{fold}_{split}.txt",
+            "results/{{ds}}/source/lists/demo_set_{fold}_{split}.txt",
             fold=[1, 2],
             split=["train", "test"],
         ),
-        manifest="results/demo/source/manifest.json",
+        manifest="results/{ds}/source/manifest.json",
     params:
-        cfg=canonical(config["demo"]),
+        cfg=demo_settings,
         code=code_fingerprint("demo"),
     log:
-        "logs/demo/demo_clips.log",
+        "logs/{ds}/demo_clips.log",
+    wildcard_constraints:
+        ds="|".join(GENERATED_DATASETS),
     threads: 2
     resources:
         mem_mb=2000,
@@ -23,4 +26,4 @@ rule demo_clips:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m stages.demo --config-json {params.cfg:q} --out-dir results/demo/source > {log} 2>&1"
+        "python -m stages.demo --config-json {params.cfg:q} --out-dir results/{wildcards.ds}/source > {log} 2>&1"

@@ -24,6 +24,8 @@ class DatasetConfig:
     ``kind: lists`` reads DFER-CLIP's 3-column lists (``<path> <num_frames> <label>``) per fold;
     ``kind: folder`` scans ``root`` for videos / frame folders grouped in class-named subfolders.
     ``path_prefix`` rewrites the authors' absolute prefixes (``from``) to the local root (``to``).
+    ``same_as`` names the class of other datasets that a class of this one corresponds to, where the names differ
+    (zero-shot transfers record the correspondence, :func:`class_mapping`).
     """
 
     name: str
@@ -37,6 +39,7 @@ class DatasetConfig:
     id_root: str = ""  # clip ids are paths relative to root/id_root, e.g. DFEW_Frame_Face/00001 -> dfew-00001
     shards: int = 1
     max_drop_fraction: float = 0.02
+    same_as: dict[str, str] = field(default_factory=dict)
 
     @property
     def id_prefix(self) -> str:
@@ -66,10 +69,11 @@ def dataset_config_from_dict(raw: dict, source: str = "<config>") -> DatasetConf
     if kind == "lists" and not folds:
         raise StageError(f"{source}: kind 'lists' needs at least one fold under 'folds'.")
     prefix = raw.get("path_prefix") or {}
+    classes = tuple(str(c) for c in need("classes"))
     return DatasetConfig(
         name=str(need("name")),
         root=str(need("root")),
-        classes=tuple(str(c) for c in need("classes")),
+        classes=classes,
         kind=kind,
         folds=folds,
         path_prefix_from=str(prefix.get("from", "")),
@@ -78,7 +82,29 @@ def dataset_config_from_dict(raw: dict, source: str = "<config>") -> DatasetConf
         id_root=str(raw.get("id_root", "")),
         shards=int(raw.get("shards", 1)),
         max_drop_fraction=float(raw.get("max_drop_fraction", 0.02)),
+        same_as=parse_same_as(raw.get("same_as") or {}, classes, source),
     )
+
+
+def parse_same_as(raw, classes: tuple[str, ...], source: str) -> dict[str, str]:
+    """``{class of this dataset: class of other datasets}``; every key must be one of ``classes``."""
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise StageError(f"{source}: same_as must map class names to class names, e.g. {{joy: happiness}}.")
+    unknown = sorted(set(raw) - set(classes))
+    if unknown:
+        raise StageError(f"{source}: same_as names {unknown}, which are not classes of this dataset {list(classes)}.")
+    return dict(raw)
+
+
+def class_mapping(target: DatasetConfig, source_classes: tuple[str, ...], source: str) -> dict[str, str | None]:
+    """Each target class's counterpart among ``source_classes``: its ``same_as`` entry, else the class of the same
+    name, else None (the source has no such class). ``source`` (the target's description file) names errors."""
+    missing = sorted(v for v in target.same_as.values() if v not in source_classes)
+    if missing:
+        raise StageError(f"{source}: same_as maps to {missing}, which are not classes of the source dataset "
+                         f"{list(source_classes)}.")
+    named = {c: target.same_as.get(c, c) for c in target.classes}
+    return {c: name if name in source_classes else None for c, name in named.items()}
 
 
 def load_dataset_config(path: str | Path, overrides: dict | None = None) -> DatasetConfig:

@@ -115,6 +115,18 @@ REST = [
     ([2, 3, 4, 12, 13, 14], 0.0, -0.01),
 ]
 
+# Another person's face shape, for a dataset whose subject should differ from the demo's (config `identity`):
+# wider-set eyes, higher brows, a longer nose, a wider, lower mouth and a longer, narrower chin.
+IDENTITY = [
+    ([*range(36, 48)], 0.02, 0.0),
+    ([*range(17, 27)], 0.01, 0.025),
+    ([31, 32, 33, 34, 35], 0.01, -0.02),
+    ([*range(48, 68)], 0.0, -0.025),
+    (CORNERS, 0.025, 0.0),
+    ([6, 7, 8, 9, 10], -0.01, -0.04),
+    ([3, 4, 5, 11, 12, 13], -0.02, -0.015),
+]
+
 
 def pattern_field(moves: list[tuple[list[int], float, float]]) -> np.ndarray:
     """(68, 2) displacement in face units and face axes (x outward-signed to image-right, y down)."""
@@ -138,3 +150,8 @@ def displacement(name: str, landmarks: np.ndarray, intensity: float = 1.0) -> np
 
 def rest_displacement(landmarks: np.ndarray) -> np.ndarray:
     return to_image(pattern_field(REST), landmarks)
+
+
+def identity_displacement(landmarks: np.ndarray, strength: float) -> np.ndarray:
+    """(68, 2) pixels: the face shape moved ``strength`` of the way to IDENTITY (0 keeps the photo's own face)."""
+    return to_image(strength * pattern_field(IDENTITY), landmarks)

@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import av
@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stages.common.errors import StageError
-from stages.demo.expressions import CLASSES, displacement, rest_displacement
+from stages.demo.expressions import CLASSES, PATTERNS, displacement, identity_displacement, rest_displacement
 from stages.demo.face_model import SourceFace, face_axes, face_center, face_size, load_source
 from stages.demo.warp import Warper, build_warper, render
 
@@ -36,6 +36,19 @@ class Config:
     frame_folder_fraction: float = 0.3
     test_fraction: float = 0.25
     occluded_clips: int = 6  # something passes in front of the face: the face tracker flags these for review
+    # Label name -> expression pattern, in label order. Another dataset renames, drops or reorders classes here.
+    classes: dict = field(default_factory=lambda: {c: c for c in CLASSES})
+    identity: float = 0.0  # how far the face shape moves towards another person's (0: the photo's own face)
+    max_roll: float = 6.0  # head roll, degrees either way
+    max_brightness: float = 25.0  # lighting offset, grey levels either way
+
+
+def _type_ok(value, declared: str) -> bool:
+    if declared == "dict":
+        return isinstance(value, dict)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if declared == "float" else isinstance(value, int)
 
 
 def parse_config(raw: dict) -> Config:
@@ -47,8 +60,7 @@ def parse_config(raw: dict) -> Config:
     if unknown:
         raise StageError(f"demo config: unknown keys {unknown}; known keys are {sorted(known)}")
     for key, value in raw.items():
-        ok = isinstance(value, (int, float)) if known[key] == "float" else isinstance(value, int)
-        if not ok or isinstance(value, bool):
+        if not _type_ok(value, known[key]):
             raise StageError(f"demo config: {key} must be a {known[key]}, got {value!r}")
     cfg = Config(**raw)
     problems = [
@@ -58,7 +70,14 @@ def parse_config(raw: dict) -> Config:
         (cfg.fps < 1, "fps must be >= 1"),
         (not 0 <= cfg.frame_folder_fraction <= 1, "frame_folder_fraction must be in [0, 1]"),
         (not 0 < cfg.test_fraction < 1, "test_fraction must be in (0, 1)"),
-        (not 0 <= cfg.occluded_clips <= cfg.clips_per_class * len(CLASSES), "occluded_clips must be in [0, clips]"),
+        (not cfg.classes, "classes must name at least one class"),
+        (any(not (isinstance(n, str) and n.isidentifier()) for n in cfg.classes),
+         "class names must be identifiers (they name the clip files)"),
+        (any(p not in PATTERNS for p in cfg.classes.values()), f"classes must map to patterns of {sorted(PATTERNS)}"),
+        (not 0 <= cfg.max_roll <= 45, "max_roll must be in [0, 45] degrees"),
+        (not 0 <= cfg.max_brightness <= 100, "max_brightness must be in [0, 100]"),
+        (not 0 <= cfg.occluded_clips <= cfg.clips_per_class * len(cfg.classes),
+         "occluded_clips must be in [0, clips]"),
     ]
     for bad, message in problems:
         if bad:
@@ -70,9 +89,12 @@ def parse_config(raw: dict) -> Config:
 class ClipSpec:
     name: str
     label: int
+    expression: str  # the pattern of stages/demo/expressions.py that the clip's face makes
     n_frames: int
     as_frames: bool  # a folder of JPEGs instead of an mp4, so that both source kinds reach the index stage
     seed: tuple[int, ...]
+    max_roll: float = 6.0
+    max_brightness: float = 25.0
     occluded: bool = False
 
     @property
@@ -85,11 +107,12 @@ def plan_clips(cfg: Config) -> list[ClipSpec]:
     rng = np.random.default_rng([cfg.seed, 0])
     n_folders = round(cfg.frame_folder_fraction * cfg.clips_per_class)
     specs = []
-    for label, cls in enumerate(CLASSES):
+    for label, (cls, expression) in enumerate(cfg.classes.items()):
         folders = set(rng.permutation(cfg.clips_per_class)[:n_folders].tolist())
         for i in range(cfg.clips_per_class):
             n = int(rng.integers(cfg.min_frames, cfg.max_frames + 1))
-            specs.append(ClipSpec(f"{cls}_{i:03d}", label, n, i in folders, (cfg.seed, label, i)))
+            specs.append(ClipSpec(f"{cls}_{i:03d}", label, expression, n, i in folders, (cfg.seed, label, i),
+                                  cfg.max_roll, cfg.max_brightness))
     # Drawn from a stream of their own, so that the other clips stay as they were without occluded ones.
     occluded = set(np.random.default_rng([cfg.seed, 1]).permutation(len(specs))[:cfg.occluded_clips].tolist())
     return [replace(s, occluded=True) if k in occluded else s for k, s in enumerate(specs)]
@@ -105,10 +128,12 @@ class Scene:
     size: int
 
 
-def build_scene(size: int) -> Scene:
+def build_scene(size: int, identity: float = 0.0) -> Scene:
+    """``identity`` reshapes the face for every clip alike: the same photo then stands for another person."""
     source = load_source(FACE_FRACTION * size)
     warper = build_warper(source.landmarks, source.image.shape[:2])
-    return Scene(source, warper, rest_displacement(source.landmarks), size)
+    rest = rest_displacement(source.landmarks) + identity_displacement(source.landmarks, identity)
+    return Scene(source, warper, rest, size)
 
 
 def pose_matrix(scene: Scene, angle_deg: float = 0.0, scale: float = 1.0, shift=(0.0, 0.0), flip: bool = False) -> np.ndarray:
@@ -180,14 +205,14 @@ def synthesize_clip(scene: Scene, spec: ClipSpec) -> tuple[np.ndarray, np.ndarra
     """(n, size, size, 3) uint8 RGB frames and (n, 68, 2) landmarks of one clip, fully determined by ``spec.seed``."""
     rng = np.random.default_rng(spec.seed)
     n, size, lm = spec.n_frames, scene.size, scene.source.landmarks
-    apex_disp = displacement(CLASSES[spec.label], lm, rng.uniform(0.6, 1.0))
+    apex_disp = displacement(spec.expression, lm, rng.uniform(0.6, 1.0))
     curve = intensity_curve(rng, n)
     idle = _idle_motion(rng, n, face_size(lm))
     # Head pose and lighting drift smoothly from a random start to a random end.
-    angle, scale = rng.uniform(-6, 6, 2), rng.uniform(0.93, 1.07, 2)
+    angle, scale = rng.uniform(-spec.max_roll, spec.max_roll, 2), rng.uniform(0.93, 1.07, 2)
     shift = rng.uniform(-0.04, 0.04, (2, 2)) * size
     flip = bool(rng.random() < 0.5)
-    contrast, brightness = rng.uniform(0.8, 1.2, 2), rng.uniform(-25, 25, 2)
+    contrast, brightness = rng.uniform(0.8, 1.2, 2), rng.uniform(-spec.max_brightness, spec.max_brightness, 2)
     gains = rng.uniform(0.93, 1.07, 3)
     noise_amp = int(rng.integers(2, 8))
     frames = np.empty((n, size, size, 3), np.uint8)
@@ -255,7 +280,7 @@ def split_lists(specs: list[ClipSpec], cfg: Config, split: int) -> dict[str, lis
     """Stratified train/test lines in DFER-CLIP's format (`path num_frames label`); each split its own shuffle."""
     rng = np.random.default_rng([cfg.seed, 100 + split])
     test = set()
-    for label in range(len(CLASSES)):
+    for label in range(len(cfg.classes)):
         names = [s.name for s in specs if s.label == label]
         n_test = min(max(round(cfg.test_fraction * len(names)), 1), len(names) - 1) if len(names) > 1 else 0
         test.update(names[j] for j in rng.permutation(len(names))[:n_test])
@@ -297,7 +322,7 @@ def generate(cfg: Config, out_dir: str | os.PathLike) -> dict:
     try:
         (tmp / "clips").mkdir()
         (tmp / "lists").mkdir()
-        scene = build_scene(cfg.size)
+        scene = build_scene(cfg.size, cfg.identity)
         specs = plan_clips(cfg)
         for spec in tqdm(specs, desc="demo clips", unit="clip", file=sys.stderr):
             frames, _ = synthesize_clip(scene, spec)
@@ -310,8 +335,8 @@ def generate(cfg: Config, out_dir: str | os.PathLike) -> dict:
         manifest = {
             "source": "skimage.data.astronaut() (public domain), warped along its dlib 68 landmarks",
             "config": asdict(cfg),
-            "classes": list(CLASSES),
-            "counts_per_class": {c: sum(s.label == k for s in specs) for k, c in enumerate(CLASSES)},
+            "classes": list(cfg.classes),
+            "counts_per_class": {c: sum(s.label == k for s in specs) for k, c in enumerate(cfg.classes)},
             "frame_folders": sum(s.as_frames for s in specs),
             "occluded": [s.name for s in specs if s.occluded],
             "videos": sum(not s.as_frames for s in specs),

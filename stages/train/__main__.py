@@ -4,7 +4,7 @@
       --config-json '{...}' --out-dir results/demo/fold1/star-dagger \\
       [--captions results/demo/captions/approved.parquet] [--descriptors config/prompts/...yaml]
   python -m stages.train predict --model-dir results/zeroshot/demo --features ... --fold fold1 --dataset demo \
-      --out-dir results/zeroshot/demo_to_demo
+      --out-dir results/zeroshot/demo_to_demo [--class-mapping-json '{"joy": "happiness", ...}']
   python -m stages.train params [--arch ViT-B-16] [--out docs/params.md]
 """
 from __future__ import annotations
@@ -35,6 +35,8 @@ def main(argv=None) -> None:
     zero.add_argument("--fold", required=True)
     zero.add_argument("--dataset", required=True, help="target dataset name")
     zero.add_argument("--out-dir", required=True)
+    zero.add_argument("--class-mapping-json", default="{}",
+                      help="target class -> its source class or null (recorded in run_info.json and metrics.json)")
     params = commands.add_parser("params", help="trainable / total parameters per module for every variant")
     params.add_argument("--arch", default="ViT-B-16", help="open_clip architecture (random init, no weights needed)")
     params.add_argument("--out", help="also write the Markdown table here")
@@ -54,7 +56,8 @@ def main(argv=None) -> None:
     elif args.command == "predict":
         from stages.train.trainer import zero_shot_predict
 
-        result = zero_shot_predict(args.model_dir, args.features, args.fold, args.out_dir, args.dataset)
+        mapping = config_object(args.class_mapping_json, "--class-mapping-json")
+        result = zero_shot_predict(args.model_dir, args.features, args.fold, args.out_dir, args.dataset, mapping)
         print(f"zero-shot {args.model_dir} -> {args.dataset}/{args.fold}: {result['clips']} clips -> {args.out_dir}")
     else:
         from stages.train.params import parameter_table

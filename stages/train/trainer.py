@@ -401,8 +401,22 @@ def load_trained_model(model_dir: str | Path, config: TrainConfig, class_names: 
     return model
 
 
-def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out_dir: str | Path, dataset_name: str) -> dict:
-    """Classify the test split of another dataset with a contrastively trained model and that dataset's classes."""
+def check_class_mapping(mapping: dict, target_classes: list[str], source_classes: list[str], target: str) -> None:
+    """Keys: target classes; values: source classes or None (no counterpart); an empty mapping records nothing."""
+    unknown_keys = sorted(set(mapping) - set(target_classes))
+    unknown_values = sorted({v for v in mapping.values() if v is not None} - set(source_classes))
+    if unknown_keys or unknown_values:
+        raise StageError(f"class mapping for {target}: {unknown_keys or 'no'} unknown target classes (it has "
+                         f"{target_classes}), {unknown_values or 'no'} unknown source classes (the model has "
+                         f"{source_classes}).")
+
+
+def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out_dir: str | Path, dataset_name: str,
+                      class_mapping: dict | None = None) -> dict:
+    """Classify the test split of another dataset with a contrastively trained model and that dataset's classes.
+
+    ``class_mapping`` (target class -> source class or None) is checked against both class lists and recorded.
+    """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     run_info = json.loads((model_dir / "run_info.json").read_text())
     config = TrainConfig.from_dict(run_info["train_config"])
@@ -414,6 +428,7 @@ def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out
     test_set = ClipDataset(features, fold, "test", data_config, train=False, seed=config.seed, modalities={"frames"})
     if len(test_set) == 0:
         raise StageError(f"{dataset_name}: no test clips in fold {fold}; check zeroshot.eval_fold.")
+    check_class_mapping(class_mapping or {}, test_set.class_names, run_info["class_names"], dataset_name)
     model = load_trained_model(model_dir, config, run_info["class_names"], test_set.num_frames)
     model.to(device)
     loader = make_loader(test_set, batch_size=config.batch_size, shuffle=False, drop_last=False,
@@ -422,6 +437,6 @@ def zero_shot_predict(model_dir: str | Path, features: list[str], fold: str, out
     write_parquet(pa.Table.from_pydict(rows, schema=PREDICTIONS_SCHEMA), out_dir / "predictions.parquet", PREDICTIONS_SCHEMA)
     write_json(out_dir / "run_info.json", {  # label_hint stays the source's: its captions trained the model
         **run_info, "dataset": dataset_name, "fold": fold, "class_names": test_set.class_names,
-        "zero_shot_source": run_info["dataset"],
+        "zero_shot_source": run_info["dataset"], "class_mapping": class_mapping or {},
     })
     return {"clips": len(test_set)}

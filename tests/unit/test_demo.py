@@ -178,7 +178,7 @@ def test_occluded_clips_are_chosen_apart_and_leave_the_other_clips_unchanged():
 def test_an_occluded_demo_clip_is_flagged_by_the_face_tracker(scene):
     from stages.frames.stage import DEFAULTS, face_crop
 
-    spec = ClipSpec("happiness_000", CLASSES.index("happiness"), 24, False, (0, 1, 0))
+    spec = ClipSpec("happiness_000", CLASSES.index("happiness"), "happiness", 24, False, (0, 1, 0))
     face = {**DEFAULTS["face_crop"], "enabled": True}
     clear, _ = synthesize_clip(scene, spec)
     hidden, _ = synthesize_clip(scene, replace(spec, occluded=True))
@@ -188,3 +188,63 @@ def test_an_occluded_demo_clip_is_flagged_by_the_face_tracker(scene):
         _, hidden_columns = face_crop(list(hidden), range(24), face, "hidden")
     assert clear_columns["crop_flag"] == "" and clear_columns["crop_filled_fraction"] == 0
     assert hidden_columns["crop_flag"] == "face_filled" and hidden_columns["crop_filled_fraction"] > 0.5
+
+
+SHIFT = {**SMALL, "seed": 8, "classes": {"joy": "happiness", "calm": "neutral", "shock": "surprise"}, "identity": 1.0,
+         "max_roll": 12, "max_brightness": 40, "fps": 15, "occluded_clips": 1}
+
+
+def test_a_shifted_config_renames_and_subsets_classes_deterministically(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(parse_config(SHIFT), a)
+    generate(parse_config(SHIFT), b)
+    manifest = json.loads((a / "manifest.json").read_text())
+    assert manifest["classes"] == ["joy", "calm", "shock"]
+    assert manifest["counts_per_class"] == {"joy": 2, "calm": 2, "shock": 2}
+    rows = read_list(a / "lists/demo_set_1_train.txt") + read_list(a / "lists/demo_set_1_test.txt")
+    assert sorted((Path(p).name.split("_")[0], label) for p, _, label in rows) == [
+        ("calm", 1), ("calm", 1), ("joy", 0), ("joy", 0), ("shock", 2), ("shock", 2)]
+    assert (a / "lists/demo_set_1_test.txt").read_text() == (b / "lists/demo_set_1_test.txt").read_text()
+    for clip in sorted((a / "clips").iterdir()):
+        read = read_jpgs if clip.is_dir() else decode
+        assert np.array_equal(read(clip), read(b / "clips" / clip.name)), clip.name
+    video = next(p for p in (a / "clips").iterdir() if p.suffix == ".mp4")
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].average_rate == 15
+    shock = [s for s in plan_clips(parse_config(SHIFT)) if s.name.startswith("shock_")]
+    assert {s.expression for s in shock} == {"surprise"} and {s.max_roll for s in shock} == {12}
+
+
+def test_identity_reshapes_the_face_for_every_clip_and_dlib_still_finds_it(scene):
+    other = build_scene(192, identity=1.0)
+    spec = ClipSpec("x", 0, "neutral", 6, False, (3, 0, 0))
+    (plain, plain_pts), (reshaped, reshaped_pts) = synthesize_clip(scene, spec), synthesize_clip(other, spec)
+
+    def eye_distance(pts):  # over jaw width: the pose's scale cancels
+        eyes = np.linalg.norm(pts[:, 42:48].mean(1) - pts[:, 36:42].mean(1), axis=1)
+        return eyes / np.linalg.norm(pts[:, 16] - pts[:, 0], axis=1)
+
+    assert np.all(eye_distance(reshaped_pts) > eye_distance(plain_pts) * 1.03)
+    for frame in (plain[-1], reshaped[-1]):
+        assert len(detect_faces(frame, upsample=1)) == 1
+
+
+def test_class_settings_are_checked():
+    for bad in ({"classes": {}}, {"classes": {"joy": "glee"}}, {"classes": {"big joy": "happiness"}},
+                {"classes": ["happiness"]}, {"max_roll": 90}, {"identity": "1"}):
+        with pytest.raises(StageError, match="demo config"):
+            parse_config(bad)
+
+
+def test_demo_shift_description_agrees_with_its_generator_settings():
+    import yaml
+
+    from stages.common.config import stage_section
+    from stages.common.datasets import load_dataset_config
+
+    config = yaml.safe_load(Path("config/config.yaml").read_text())
+    generated = parse_config(stage_section(config, "demo", "demo_shift"))
+    described = load_dataset_config(config["datasets"]["demo_shift"]["description"])
+    assert described.classes == tuple(generated.classes)
+    assert {c: described.same_as.get(c, c) for c in described.classes} == generated.classes  # patterns = demo's names
+    assert set(generated.classes) != set(CLASSES) and generated != parse_config(config["demo"])

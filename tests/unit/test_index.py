@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from stages.common.datasets import dataset_config_from_dict
+from stages.common.datasets import class_mapping, dataset_config_from_dict
 from stages.common.errors import StageError
 from stages.index.__main__ import main as index_main
 from stages.index.annotations import ListEntry, Problem, parse_line, read_list, rewrite_prefix
@@ -263,3 +263,18 @@ def test_corrected_frame_counts_are_named(tmp_path, capsys):
     log = capsys.readouterr().err
     assert "recounted dfew-00001: " in log and "lists 144 frames, the folder has 20" in log
     assert "recounted dfew-00002" not in log
+
+
+def test_same_as_maps_renamed_classes_and_names_the_file_when_wrong(tmp_path):
+    raw = {"name": "shift", "root": str(tmp_path), "classes": ["joy", "calm", "fear", "awe"],
+           "folds": {"fold1": {"train": "a.txt", "test": "b.txt"}}}
+    target = dataset_config_from_dict({**raw, "same_as": {"joy": "happiness", "calm": "neutral"}}, "shift.yaml")
+    assert class_mapping(target, tuple(CLASSES), "shift.yaml") == {
+        "joy": "happiness", "calm": "neutral", "fear": "fear", "awe": None}  # same name, then no counterpart
+    with pytest.raises(StageError, match=r"shift.yaml: same_as names \['glee'\], which are not classes"):
+        dataset_config_from_dict({**raw, "same_as": {"glee": "happiness"}}, "shift.yaml")
+    with pytest.raises(StageError, match="shift.yaml: same_as must map class names to class names"):
+        dataset_config_from_dict({**raw, "same_as": ["joy"]}, "shift.yaml")
+    odd = dataset_config_from_dict({**raw, "same_as": {"joy": "elation"}}, "shift.yaml")
+    with pytest.raises(StageError, match=r"shift.yaml: same_as maps to \['elation'\], which are not classes of the"):
+        class_mapping(odd, tuple(CLASSES), "shift.yaml")

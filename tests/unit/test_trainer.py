@@ -157,10 +157,16 @@ def test_a_variant_whose_inputs_are_missing_stops_clearly(features, tmp_path):
 def test_contrastive_training_then_zero_shot_on_another_split(features, captions, tmp_path):
     fit(features, "fold1", config(model="dagger", objective="contrastive", epochs=1), tmp_path / "src", "demo",
         captions=captions)
-    zero_shot_predict(tmp_path / "src", features, "fold1", tmp_path / "zs", "demo")
+    mapping = {"happiness": "happiness", "sadness": None, "neutral": "neutral"}
+    zero_shot_predict(tmp_path / "src", features, "fold1", tmp_path / "zs", "demo", mapping)
     info = json.loads((tmp_path / "zs" / "run_info.json").read_text())
     assert info["zero_shot_source"] == "demo" and info["class_names"] == ["happiness", "sadness", "neutral"]
+    assert info["class_mapping"] == mapping
     assert pq.read_table(tmp_path / "zs" / "predictions.parquet").num_rows == 3
+    for wrong, named in (({"joy": "happiness"}, r"\['joy'\] unknown target"),
+                         ({"neutral": "calm"}, r"\['calm'\] unknown source")):
+        with pytest.raises(StageError, match=named):
+            zero_shot_predict(tmp_path / "src", features, "fold1", tmp_path / "zs2", "demo", wrong)
 
 
 def test_two_processes_under_torchrun_train_and_rank_zero_writes(features, tmp_path):

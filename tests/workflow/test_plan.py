@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from stages.common.schemas import APPROVED_SCHEMA, FACES_SCHEMA
-from tests.workflow.conftest import planned_jobs, snakemake
+from tests.workflow.conftest import copy_workflow, planned_jobs, snakemake
 
 
 def edit_yaml(path, change):
@@ -74,6 +74,26 @@ def test_zero_shot_transfer_runs_on_the_demo(edited_run):
     snakemake(edited_run, "results/zeroshot/demo_to_demo/metrics.json")
     metrics = json.loads((edited_run / "results/zeroshot/demo_to_demo/metrics.json").read_text())
     assert metrics["zero_shot_source"] == "demo" and metrics["objective"] == "contrastive"
+
+
+def test_a_transfer_to_the_shifted_demo_is_planned_with_its_class_mapping(tmp_path):
+    workdir = copy_workflow(tmp_path)
+    target = "results/zeroshot/demo_to_demo_shift/metrics.json"
+    jobs = planned_jobs(workdir, target)
+    # Both datasets are generated; the target needs frames and faces (2 shards each), not captions: only the
+    # source's captions train the model.
+    assert jobs["demo_clips"] == 2 and jobs["features"] == 4 and jobs["captions"] == 2
+    assert jobs["zeroshot_train"] == jobs["zeroshot_predict"] == jobs["zeroshot_evaluate"] == 1
+    plan = snakemake(workdir, "-n", "-p", target).stdout
+    assert '--class-mapping-json \'{"calm":"neutral","fear":"fear","joy":"happiness","sadness":"sadness",' \
+           '"shock":"surprise"}\'' in plan
+
+    description = workdir / "config/datasets/demo_shift.yaml"
+    description.write_text(description.read_text().replace("calm: neutral", "calm: serene"))
+    proc = snakemake(workdir, "-n", target, check=False)
+    assert proc.returncode != 0
+    assert "config/datasets/demo_shift.yaml: same_as maps to ['serene'], which are not classes of the source" in \
+        proc.stdout + proc.stderr
 
 
 def test_required_review_stops_with_next_step_then_continues_after_review(edited_run):

@@ -86,7 +86,7 @@ def test_demo_test_clips_get_the_evaluations_predictions(trained, monkeypatch, m
 
 def new_clip(folder: Path) -> tuple[Path, Path]:
     """A clip the demo never made (another seed), as an mp4 and as a frame folder."""
-    spec = ClipSpec("unseen", label=3, n_frames=30, as_frames=False, seed=(12345, 3, 0))
+    spec = ClipSpec("unseen", label=3, expression="anger", n_frames=30, as_frames=False, seed=(12345, 3, 0))
     frames, _ = synthesize_clip(build_scene(192), spec)
     video, images = folder / "unseen.mp4", folder / "unseen_frames"
     write_mp4(video, frames, fps=25)
