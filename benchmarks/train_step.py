@@ -11,7 +11,6 @@ the train-step section of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -100,23 +99,31 @@ def worker(args) -> dict:
     optimizer = torch.optim.SGD(model.param_groups(1e-3), lr=1e-3, momentum=0.9)
     built = peak_rss_mb()
     wall, cpu, matmul = [], [], []
-    counter = FlopCounterMode(display=False)
-    for step in range(1 + args.repeats):
-        if step:
-            matmul.append(matmul_flops())  # the machine's rate right before each timed step: same load
-        w, c = time.perf_counter(), time.process_time()
-        with counter if step == 0 else contextlib.nullcontext():  # the warm-up step counts the FLOPs
-            loss = model.loss(model(batch), batch["label"])
-            loss.backward()
+
+    def step() -> None:
+        loss = model.loss(model(batch), batch["label"])
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    for i in range(1 + args.repeats):  # one warm-up step, then the timed ones
+        if i:
+            matmul.append(matmul_flops())  # the machine's rate right before each timed step: same load
+        w, c = time.perf_counter(), time.process_time()
+        step()
         wall.append(time.perf_counter() - w)
         cpu.append(time.process_time() - c)
+    peak = peak_rss_mb()
+    # FLOPs are counted last, in a step of their own: under FlopCounterMode, torch.utils.checkpoint keeps every
+    # activation (checkpoint_blocks measured no memory saving while the counted step came first).
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
     return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in model.parameters()),
             "wall": statistics.median(wall[1:]), "cpu": statistics.median(cpu[1:]), "warmup": wall[0],
             "flops": counter.get_total_flops(), "matmul": statistics.median(matmul),
-            "built_mb": built, "peak_mb": peak_rss_mb()}
+            "built_mb": built, "peak_mb": peak}
 
 
 def machine() -> str:
@@ -141,7 +148,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="clips per step")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip")
     parser.add_argument("--size", type=int, default=224, help="frame width and height")
-    parser.add_argument("--repeats", type=int, default=1, help="timed steps after one warm-up (FLOP-counting) step")
+    parser.add_argument("--repeats", type=int, default=1, help="timed steps after one warm-up step")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over all configurations, interleaved")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--arch", help="one tower for every configuration (e.g. ViT-B-32 on a busy CPU)")
@@ -204,8 +211,9 @@ def main() -> None:
         f"One step = forward + loss + backward + SGD step (momentum 0.9) on batch {args.batch} of {args.frames} frames at "
         f"{args.size}x{args.size}, towers randomly initialised (the cost does not depend on the weights). Every "
         f"configuration runs in a fresh subprocess, {args.rounds} rounds over all configurations in turn (interleaved, "
-        "so they share the load); per subprocess one warm-up step (under `torch.utils.flop_counter.FlopCounterMode`, "
-        f"which gives the FLOPs of forward + backward) and {args.repeats} timed step(s); medians over the rounds. "
+        f"so they share the load); per subprocess one warm-up step, {args.repeats} timed step(s), then peak RSS, then "
+        "one step under `torch.utils.flop_counter.FlopCounterMode` for the FLOPs of forward + backward (last, since "
+        "under that mode activation checkpointing keeps every activation); medians over the rounds. "
         "*matmul GFLOP/s* = float32 1024x1024 products measured in the same subprocess right before its timed step; "
         "*achieved* = counted FLOPs / step wall time. Peak RSS (`ru_maxrss`) includes the Python/PyTorch runtime "
         "(~0.4 GB) and the weights. *before* = the code at the branch point (`--before`, a git worktree of main), "
