@@ -182,7 +182,7 @@ def test_an_occluded_demo_clip_is_flagged_by_the_face_tracker(scene):
     face = {**DEFAULTS["face_crop"], "enabled": True}
     clear, _ = synthesize_clip(scene, spec)
     hidden, _ = synthesize_clip(scene, replace(spec, occluded=True))
-    assert np.array_equal(clear[:6], hidden[:6])  # the face is visible before the object arrives
+    assert np.array_equal(clear[:3], hidden[:3])  # the face is visible before the object arrives (from 15 %)
     _, clear_columns = face_crop(list(clear), range(24), face, "clear")
     with pytest.warns(UserWarning, match="flagged in the review sheet"):
         _, hidden_columns = face_crop(list(hidden), range(24), face, "hidden")

@@ -54,22 +54,6 @@ def test_demo_reaches_metrics_and_a_second_run_does_nothing(demo_run):
     assert planned_jobs(demo_run) == {}
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def test_zero_shot_transfer_runs_on_the_demo(edited_run):
     snakemake(edited_run, "results/zeroshot/demo_to_demo/metrics.json")
     metrics = json.loads((edited_run / "results/zeroshot/demo_to_demo/metrics.json").read_text())
