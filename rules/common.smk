@@ -16,7 +16,7 @@ from stages.common.outputs import final_outputs_message
 from stages.common.provenance import canonical, content_fingerprint, result_settings, towers_used, weights_cache
 from stages.common.shards import remove_stale_shards, shard_names
 from stages.train.config import CAPTION_MODELS, with_model_recipe
-from stages.weights import missing_weights_message, stage_weights
+from stages.weights import made_by_workflow, missing_weights_message, stage_weights
 
 
 wildcard_constraints:
@@ -196,6 +196,12 @@ def require_weights(ds, towers=(), captions=True):
         raise WorkflowError(f"dataset {ds}: {message}")
 
 
+def pretrained_demo_tower():
+    """The architecture rule pretrain_demo_towers trains: the demo's clip tower (long_clip and dfer_clip share it)."""
+    tower = merged_stage_config("train", "demo")["towers"]["clip"]
+    return {key: tower[key] for key in ("arch", "arch_config", "quick_gelu") if key in tower}
+
+
 def tower_weight_files(ds, model):
     """{tower: local weights file} of the towers a model uses (random-initialised towers have none)."""
     towers = model_train_config(ds, model)["towers"]
@@ -218,14 +224,19 @@ def captions_weight_files(ds):
 
 def weight_inputs(files):
     """Weights are ancient inputs: moving or touching them reruns nothing; their content is tracked by
-    weight_fingerprints. Files made by a rule of this workflow (under results/) stay ordinary inputs."""
-    return [path if path.startswith("results/") else ancient(path) for path in files.values()]
+    weight_fingerprints. Files made by a rule of this workflow (under results/, e.g. the demo's pre-trained towers)
+    stay ordinary inputs, which is how the plan orders that rule first and reruns what reads a new file."""
+    return [path if made_by_workflow(path) else ancient(path) for path in files.values()]
 
 
 def weight_fingerprints(files):
-    """Tracked param: sha256 of each weights file or folder, cached by size and mtime (results/.cache)."""
+    """Tracked param: sha256 of each weights file or folder, cached by size and mtime (results/.cache). Files made
+    by the workflow are left out: they may not exist yet when the plan is made, and their rule's reruns already
+    rerun what reads them."""
     cache = weights_cache()
-    return canonical({"weights": {name: cache.fingerprint(path) for name, path in files.items()}})
+    return canonical(
+        {"weights": {name: cache.fingerprint(path) for name, path in files.items() if not made_by_workflow(path)}}
+    )
 
 
 def train_weights(wildcards):

@@ -27,3 +27,24 @@ rule demo_clips:
         "../envs/data.yaml"
     shell:
         "python -m stages.demo --config-json {params.cfg:q} --out-dir results/{wildcards.ds}/source > {log} 2>&1"
+
+
+rule pretrain_demo_towers:
+    """Pre-train the demo's tiny CLIP towers contrastively on a synthetic corpus of captioned facial actions."""
+    output:
+        "results/demo/pretrained/clip.pt",
+    params:
+        cfg=canonical(config["pretrain"]),
+        tower=canonical(pretrained_demo_tower()),
+        code=code_fingerprint("pretrain"),
+    log:
+        "logs/demo/pretrain_demo_towers.log",
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    conda:
+        "../envs/pretrain.yaml"
+    shell:
+        "python -m stages.pretrain --config-json {params.cfg:q} --tower-json {params.tower:q} --out {output}"
+        " > {log} 2>&1"

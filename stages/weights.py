@@ -28,14 +28,20 @@ class WeightsItem:
 TOWER_KINDS = {"clip": "clip", "long_clip": "long_clip", "dfer_clip": "clip"}
 
 
+def made_by_workflow(path: str) -> bool:
+    """Weights under results/ are an output of this workflow (the demo's pre-trained towers), never a download."""
+    return Path(path).parts[:1] == ("results",)
+
+
 def stage_weights(train: dict | None, faces: dict | None, captions: dict | None,
                   towers: tuple[str, ...] = tuple(TOWER_KINDS)) -> list[WeightsItem]:
     """The weights named by these stage sections (None: the stage is not needed): ``towers`` of the train
-    section that are not random-initialised, FaceXFormer's checkpoint and the Video-LLaVA folder when in use."""
+    section that are not random-initialised or made by the workflow, FaceXFormer's checkpoint and the Video-LLaVA
+    folder when in use."""
     items = []
     for name in towers if train else ():
         tower = train["towers"].get(name) or {}
-        if tower.get("weights") and not tower.get("random_init"):
+        if tower.get("weights") and not tower.get("random_init") and not made_by_workflow(tower["weights"]):
             items.append(WeightsItem(TOWER_KINDS[name], tower["weights"], tower))
     if faces and faces["backend"] == "facexformer":
         items.append(WeightsItem("facexformer", faces["checkpoint"]))

@@ -190,7 +190,7 @@ def intensity_curve(rng: np.random.Generator, n: int) -> np.ndarray:
     return rise * (1 - release * fall)
 
 
-def _idle_motion(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
+def idle_motion(rng: np.random.Generator, n: int, unit: float) -> np.ndarray:
     """(n, 68, 2) slow, small wobble of each feature group, so that no clip (neutral included) is a still."""
     out = np.zeros((n, 68, 2), np.float32)
     t = np.arange(n)[:, None]
@@ -207,7 +207,7 @@ def synthesize_clip(scene: Scene, spec: ClipSpec) -> tuple[np.ndarray, np.ndarra
     n, size, lm = spec.n_frames, scene.size, scene.source.landmarks
     apex_disp = displacement(spec.expression, lm, rng.uniform(0.6, 1.0))
     curve = intensity_curve(rng, n)
-    idle = _idle_motion(rng, n, face_size(lm))
+    idle = idle_motion(rng, n, face_size(lm))
     # Head pose and lighting drift smoothly from a random start to a random end.
     angle, scale = rng.uniform(-spec.max_roll, spec.max_roll, 2), rng.uniform(0.93, 1.07, 2)
     shift = rng.uniform(-0.04, 0.04, (2, 2)) * size
@@ -221,11 +221,7 @@ def synthesize_clip(scene: Scene, spec: ClipSpec) -> tuple[np.ndarray, np.ndarra
         lerp = lambda pair: pair[0] + s * (pair[1] - pair[0])  # noqa: E731
         pose = pose_matrix(scene, lerp(angle), lerp(scale), lerp(shift), flip)
         frame, points[i] = render_face(scene, curve[i] * apex_disp + idle[i], pose)
-        lut = (np.arange(256)[:, None] - 128.0) * (lerp(contrast) * gains) + 128 + lerp(brightness)
-        lit = cv2.LUT(frame, np.clip(lut, 0, 255).astype(np.uint8)[:, None, :])
-        # Uniform integer noise: a fraction of the cost of Gaussian floats, and just as good at hiding the warp.
-        noise = rng.integers(-noise_amp, noise_amp + 1, lit.shape, dtype=np.int16)
-        frames[i] = cv2.add(lit, noise, dtype=cv2.CV_8U)
+        frames[i] = relight(frame, lerp(contrast) * gains, lerp(brightness), noise_amp, rng)
     if spec.occluded:
         occlude(frames, rng)
     return frames, points
@@ -245,6 +241,16 @@ def occlude(frames: np.ndarray, rng: np.random.Generator) -> None:
     cv2.ellipse(mask, (size // 2, size // 2), (int(0.48 * size), int(0.52 * size)), 0, 0, 360, 1.0, -1)
     mask = cv2.GaussianBlur(mask, (0, 0), 0.03 * size)[..., None]
     frames[start:] = (frames[start:] * (1 - mask) + mask * colour).astype(np.uint8)
+
+
+def relight(frame: np.ndarray, contrast: np.ndarray, brightness: float, noise_amp: int, rng: np.random.Generator
+            ) -> np.ndarray:
+    """Per-channel contrast around mid-grey, a brightness offset, then uniform noise of +-``noise_amp``."""
+    lut = (np.arange(256)[:, None] - 128.0) * contrast + 128 + brightness
+    lit = cv2.LUT(frame, np.clip(lut, 0, 255).astype(np.uint8)[:, None, :])
+    # Uniform integer noise: a fraction of the cost of Gaussian floats, and just as good at hiding the warp.
+    noise = rng.integers(-noise_amp, noise_amp + 1, lit.shape, dtype=np.int16)
+    return cv2.add(lit, noise, dtype=cv2.CV_8U)
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:

@@ -6,7 +6,7 @@ same caption, so the dagger variants can only memorise through their images. The
 test split of fold1, so the selected predictions are train-set predictions.
 
 Test-only settings, and why: the towers are tiny (one block, 32 px) and pre-trained for a few contrastive steps on
-these frames by stages.demo.pretrain, then loaded from the state-dict file like a real CLIP checkpoint. Random
+these frames by stages.pretrain.contrastive, then loaded from the state-dict file like a real CLIP checkpoint. Random
 towers map every clip to nearly the same embedding (mean cosine > 0.99, checked below), and nothing trained on top
 of them memorises. Crops and flips are off (memorising is the point),
 and inputs use CLIP's mean/std as the demo does.
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from stages.common.io import write_parquet
 from stages.common.schemas import APPROVED_SCHEMA
-from stages.demo.pretrain import PretrainConfig, pretrain, save_state_dict, to_input
+from stages.pretrain.contrastive import PretrainConfig, pretrain, save_state_dict, to_input
 from stages.train.config import TrainConfig
 from stages.faces.render import render_landmarks, render_parsing
 from stages.train.data import transform

@@ -117,6 +117,16 @@ def with_local_weights(run: Path) -> None:
     snakemake(run)
 
 
+def with_pretrained_towers(run: Path) -> None:
+    """The demo's towers loaded from the file that rule pretrain_demo_towers writes, trained once."""
+    overlay_path = run / "tests/config/test.yaml"
+    overlay = yaml.safe_load(overlay_path.read_text())
+    for tower in overlay["datasets"]["demo"]["train"]["towers"].values():
+        tower.update(random_init=False, weights="results/demo/pretrained/clip.pt")
+    overlay_path.write_text(yaml.safe_dump(overlay, sort_keys=False))
+    snakemake(run)
+
+
 def replace_weights(run: Path) -> None:
     size = (run / TINY_WEIGHTS).stat().st_size
     write_tiny_tower(run, seed=2)
@@ -165,6 +175,11 @@ EDITS = [
          {"frames": 3, "faces": 3, "captions": 3, "features": 3, **REFINE_ON}),
     Edit("weight file replaced", replace_weights, TRAIN_ON, prepare=with_local_weights),
     Edit("weight file touched", save_unchanged(TINY_WEIGHTS), NOTHING, prepare=with_local_weights),
+    Edit("pre-training setting", set_yaml("tests/config/test.yaml", "pretrain.steps", 3),
+         {"pretrain_demo_towers": 1, **TRAIN_ON}, prepare=with_pretrained_towers),
+    Edit("code change in the pre-training stage", append_text("stages/pretrain/corpus.py", "\nMAX_SAMPLES = 10**6\n"),
+         {"pretrain_demo_towers": 1, **TRAIN_ON}, prepare=with_pretrained_towers),
+    Edit("pre-training setting, random towers", set_yaml("tests/config/test.yaml", "pretrain.steps", 3), NOTHING),
     Edit("caption edits, model without captions", all_caption_edits, NOTHING, prepare=with_base_model,
          target=(BASE_METRICS,)),
 ]

@@ -1,9 +1,9 @@
-"""Contrastive pre-training of the demo's tiny CLIP towers, written as an open_clip state dict.
+"""CLIP's contrastive training of a tiny open_clip CLIP on (image, caption) pairs, written as an open_clip state dict.
 
 Random towers map every image to nearly the same embedding (cosine 0.99+ between clips), so nothing trained on top
-of them can tell clips apart. The demo's towers are instead trained like CLIP, image against caption (symmetric
-InfoNCE with a learned temperature), on a separate corpus; the file loads through the same weights path as a real
-CLIP checkpoint (stages/train/models/towers.py).
+of them can tell clips apart. These towers are instead trained like CLIP, image against caption (symmetric
+InfoNCE with a learned temperature); the file loads through the same weights path as a real CLIP checkpoint
+(stages/train/models/towers.py).
 """
 from __future__ import annotations
 
@@ -37,19 +37,22 @@ def to_input(images: np.ndarray) -> torch.Tensor:
 
 
 def clip_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy; pairs with the same caption count as positives of each other."""
-    image, text, scale = model(images, tokens)
-    logits = scale * image @ text.T
+    """CLIP's symmetric cross-entropy; pairs with the same caption count as positives of each other. Each distinct
+    caption of the batch is encoded once: the text tower costs more than the image tower, and captions repeat."""
+    unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+    image = model.encode_image(images, normalize=True)
+    text = model.encode_text(unique, normalize=True)[inverse]
+    logits = model.logit_scale.exp() * image @ text.T
     same = (tokens[:, None, :] == tokens[None, :, :]).all(-1).float()
     targets = same / same.sum(1, keepdim=True)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
 def pretrain(images: np.ndarray, captions: list[str], tower: TowerConfig, cfg: PretrainConfig) -> tuple[CLIP, list[float]]:
-    """Train every weight of a CLIP of ``tower``'s architecture on (image, caption) pairs; the model and its losses."""
+    """Train every weight of a CLIP of ``tower``'s architecture on (image, caption) pairs; the model and its losses.
+    Images stay uint8 until their batch is drawn: a corpus of thousands of frames would not fit as floats."""
     torch.manual_seed(cfg.seed)
     model = CLIP(**model_config(tower), quick_gelu=tower.quick_gelu)
-    x = to_input(images)
     tokens = tokenize(captions, context_length=model.context_length)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
@@ -59,8 +62,8 @@ def pretrain(images: np.ndarray, captions: list[str], tower: TowerConfig, cfg: P
         for group in optimizer.param_groups:  # linear warm-up over the first tenth, then cosine decay
             warm = min(1.0, (step + 1) / max(1, cfg.steps // 10))
             group["lr"] = cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
-        batch = rng.choice(len(x), size=min(cfg.batch_size, len(x)), replace=False)
-        loss = clip_loss(model, x[batch], tokens[batch])
+        batch = rng.choice(len(images), size=min(cfg.batch_size, len(images)), replace=False)
+        loss = clip_loss(model, to_input(images[batch]), tokens[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
