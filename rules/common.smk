@@ -197,7 +197,7 @@ def require_weights(ds, towers=(), captions=True):
 
 
 def pretrained_demo_tower():
-    """The architecture rule pretrain_demo_towers trains: the demo's clip tower (long_clip and dfer_clip share it)."""
+    """The architecture that pretrain_demo_towers trains (the demo's clip tower; long_clip and dfer_clip share it)."""
     tower = merged_stage_config("train", "demo")["towers"]["clip"]
     return {key: tower[key] for key in ("arch", "arch_config", "quick_gelu") if key in tower}
 
