@@ -40,7 +40,7 @@ system-deps:
 # CLUSTER_TEST_CONFIGS=tests/config/test.yaml runs the tiny test overlay instead (about 3x faster).
 test-cluster: setup
 	bash tests/cluster/local_slurm.sh
-	SLURM_TEST_REQUIRED=1 $(BIN)/python -m pytest -q tests/cluster
+	$(BIN)/python -m pytest -q tests/cluster
 
 clean-results:
 	rm -rf results .snakemake

@@ -390,11 +390,7 @@ def transfer_class_mapping(src, dst):
 
 
 def zeroshot_class_mapping(wildcards):
-    """Tracked; the command line gets the same mapping through zeroshot_class_mapping_json."""
-    return canonical({"class_mapping": transfer_class_mapping(wildcards.src, wildcards.dst)})
-
-
-def zeroshot_class_mapping_json(wildcards, input):
+    """The mapping as JSON: a tracked param, and the command line's --class-mapping-json."""
     return canonical(transfer_class_mapping(wildcards.src, wildcards.dst))
 
 

@@ -46,7 +46,6 @@ rule zeroshot_predict:
     params:
         fold=zeroshot_eval_fold,
         mapping=zeroshot_class_mapping,
-        mapping_json=zeroshot_class_mapping_json,
         code=code_fingerprint("train"),
     log:
         "logs/zeroshot/{src}_to_{dst}/predict.log",
@@ -60,7 +59,7 @@ rule zeroshot_predict:
     shell:
         "python -m stages.train predict --model-dir results/zeroshot/{wildcards.src} --features {input.features}"
         " --fold {params.fold} --dataset {wildcards.dst} --out-dir results/zeroshot/{wildcards.src}_to_{wildcards.dst}"
-        " --class-mapping-json {params.mapping_json:q} > {log} 2>&1"
+        " --class-mapping-json {params.mapping:q} > {log} 2>&1"
 
 
 rule zeroshot_evaluate:
