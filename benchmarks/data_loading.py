@@ -51,7 +51,7 @@ from stages.faces.parsing import encode_parsing  # noqa: E402
 from stages.faces.render import landmark_mask  # noqa: E402
 from stages.frames import sampling  # noqa: E402
 from stages.frames.decode import read_frames  # noqa: E402
-from stages.train.data import ClipDataset, DataConfig, collate, make_loader, transform  # noqa: E402
+from stages.train.data import AugmentConfig, ClipDataset, DataConfig, collate, make_loader, transform  # noqa: E402
 from results_file import update_section  # benchmarks/ is on sys.path when a script runs
 
 BEGIN, END = "<!-- data_loading:begin -->", "<!-- data_loading:end -->"
@@ -63,11 +63,11 @@ READING = (
     "are not in the page cache (one open and read per frame; measured here on a virtual disk, network or spinning "
     "disks are slower), while the cache reads its shard once, when the dataset is built, and then serves from "
     "memory; it is also about 5x smaller than the folders of 300-frame clips, keeping only the test frames and "
-    f"K={K} training candidates per segment. Adding parsing and landmark images (one face-map decompression and a "
-    "colour lookup per frame, then two more tensors for `model_inputs` to convert to float, which a training run does on "
-    "its device and this table counts on the CPU) costs about 2x the frames-only time; see the issue-12 section for "
-    "the loader alone. Next to a CPU training step (benchmarks/train_step.py: 14-96 s per clip at batch 1) loading is "
-    "negligible; for a GPU, budget ~20 ms per clip per loader worker for the star variants' inputs. Torch runs with one thread here (`--threads 1`), as in DataLoader "
+    f"K={K} training candidates per segment. Adding parsing and landmark images (one face-map decompression per "
+    "frame in the loader, then `model_inputs` colours the parsing class ids and converts both to float, which a training "
+    "run does on its device and this table counts on the CPU) costs about 2-2.8x the frames-only time; the loader alone "
+    "costs 1.4-1.7x (issue-12 section). Next to a CPU training step (benchmarks/train_step.py: 14-96 s per clip at batch 1) loading is "
+    "negligible; for a GPU, budget ~25 ms per clip per loader worker for the star variants' inputs. Torch runs with one thread here (`--threads 1`), as in DataLoader "
     "workers: with the default two threads on this shared machine, the uint8-to-float conversion alone took ~16 ms "
     "instead of ~0.8 ms per clip, which matters with `num_workers: 0`. Training mode (augmentation) is not measured."
 )
@@ -175,6 +175,8 @@ def machine() -> str:
             f"{platform.python_version()}; PyTorch {torch.__version__}, PyArrow {pa.__version__}, OpenCV {cv2.__version__}")
 
 
+# --before --train DATASET: that dataset's augmentation (config/config.yaml; crop and flip everywhere)
+TRAIN_AUGMENT = {"dfew": AugmentConfig(brightness=0.5), "ferv39k": AugmentConfig(rotation_degrees=4), "mafw": AugmentConfig()}
 OUTPUTS = {"frames": {"frames"}, "frames + parsing + landmarks": {"frames", "parsing", "landmarks"}}
 IMAGES = ("frames", "parsing", "landmarks")
 
@@ -184,10 +186,10 @@ def serve(args: argparse.Namespace) -> None:
     per line of stdin with one JSON line: ``check OUTPUTS`` the digest of an epoch's model inputs, ``time OUTPUTS``
     an epoch's wall and CPU seconds."""
     torch.set_num_threads(args.threads)
-    config = DataConfig(image_size=args.size, num_workers=args.workers)
+    config = DataConfig(image_size=args.size, num_workers=args.workers, augment=TRAIN_AUGMENT.get(args.train))
     with tempfile.TemporaryDirectory() as tmp:
         _, shard = make_clips(Path(tmp), args.lengths[0], args.clips, args.size)
-        loaders = {outputs: partial(make_loader, ClipDataset([str(shard)], "fold1", "test", config, train=False,
+        loaders = {outputs: partial(make_loader, ClipDataset([str(shard)], "fold1", "test", config, train=bool(args.train),
                                                               modalities=modalities),
                                     args.batch, shuffle=False, drop_last=False, seed=0, num_workers=args.workers)
                    for outputs, modalities in OUTPUTS.items()}
@@ -210,6 +212,7 @@ def compare(args: argparse.Namespace) -> None:
     """``--before DIR``: the cache's loading by the code in DIR and by this checkout, alternating; prints a table."""
     codes = {"before": args.before.resolve(), "after": ROOT}
     options = [f"--{key}={getattr(args, key)}" for key in ("clips", "size", "batch", "workers", "threads")]
+    options += [f"--train={args.train}"] * bool(args.train)
     servers = {name: subprocess.Popen([sys.executable, __file__, "--serve", str(code), *options, "--lengths",
                                        str(args.lengths[0])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                for name, code in codes.items()}
@@ -240,7 +243,8 @@ def compare(args: argparse.Namespace) -> None:
 
     median = {key: {k: statistics.median(t[k] for t in runs) for k in ("wall", "cpu", "loader")}
               for key, runs in times.items()}
-    print(f"{args.clips} clips of {args.lengths[0]} frames, test mode, {args.size} px, batch {args.batch}, "
+    mode = f"training mode ({args.train}'s augmentation: {TRAIN_AUGMENT[args.train]})" if args.train else "test mode"
+    print(f"{args.clips} clips of {args.lengths[0]} frames, {mode}, {args.size} px, batch {args.batch}, "
           f"{args.workers} workers, {args.threads} torch thread(s), median of {args.repeats} epochs; 1-minute load "
           f"average {min(load):.1f}-{max(load):.1f}; identical model inputs checked")
     print("| code | outputs | CPU ms per clip | of it model_inputs | wall ms per clip | CPU / frames only "
@@ -266,6 +270,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="only print the table")
     parser.add_argument("--before", type=Path, help="a checkout of the code before (git worktree): compare its cache "
                         "loading with this checkout's (first of --lengths) and print the table")
+    parser.add_argument("--train", choices=sorted(TRAIN_AUGMENT), help="with --before: training mode (the training "
+                        "draw of frames, this dataset's augmentation) instead of test mode")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # a --before comparison's timing process
     args = parser.parse_args()
     if args.serve:

@@ -24,10 +24,12 @@ nearest, so colours stay pure palette colours. Landmark images are rendered from
 the stored frame's size, then transformed exactly like the frame, so dots stay on the facial points.
 Frames whose face_status is "missing" (and every frame of a no_face clip) get black parsing and landmark
 images. The landmark dots are drawn once, by the features stage, into the same per-frame map as the parsing
-classes (``face_maps``: one decompression per frame for both); parsing maps are coloured after the geometry
-(nearest interpolation commutes with the colour lookup), one channel at a time.
+classes (``face_maps``: one decompression per frame for both). Parsing maps on black leave the loader as class
+ids and are coloured on the training device after the geometry (nearest interpolation commutes with the colour
+lookup); over the frame they are blended in the loader.
 
-Items hold uint8 images (white-on-black landmark images as one grey channel) and each clip's brightness factor;
+Items hold uint8 images (white-on-black landmark images as one grey channel, parsing on black as one channel of
+class ids) and each clip's brightness factor;
 :func:`model_inputs`, called on the training device right after a batch arrives, makes the models' float inputs:
 values in [0, 1], brightness, and with ``normalize: clip`` OpenAI CLIP's mean/std for all modalities (DFER-CLIP
 uses no normalisation, SPEC §0.5). Workers thus pass a quarter of the bytes, and the float work is batched.
@@ -65,9 +67,8 @@ CROP_TRIES = 10
 FLIP_CLASSES = np.arange(NUM_CLASSES, dtype=np.uint8)  # class id lookup applied to flipped parsing maps
 FLIP_CLASSES[[R_BROW, L_BROW, R_EYE, L_EYE]] = [L_BROW, R_BROW, L_EYE, R_EYE]
 FLIPPED_PALETTE = PALETTE[FLIP_CLASSES]
-# cv2.LUT tables, [flipped][channel][class id] -> colour value (ids past the palette are never stored)
-_PARSING_LUTS = np.zeros((2, 3, 256), np.uint8)
-_PARSING_LUTS[0, :, :NUM_CLASSES], _PARSING_LUTS[1, :, :NUM_CLASSES] = PALETTE.T, FLIPPED_PALETTE.T
+_FLIP_LUT = np.arange(256, dtype=np.uint8)  # cv2.LUT table of FLIP_CLASSES (ids past the classes never occur)
+_FLIP_LUT[:NUM_CLASSES] = FLIP_CLASSES
 
 
 def _from_dict(cls, values: Mapping | None, where: str, nested: Mapping[str, type] | None = None) -> dict:
@@ -206,15 +207,16 @@ def _to_tensor(images: Sequence[np.ndarray], order: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(planar)
 
 
-def _parsing_tensor(classes: Sequence[np.ndarray | None], order: np.ndarray, flipped: bool, size: int) -> torch.Tensor:
-    """(T, 3, S, S) uint8 palette colours (``render_parsing``'s pixels) of the class maps ``classes[order[t]]``,
-    black where a map is None; ``flipped`` swaps the left/right classes first. One table lookup per channel."""
-    luts = _PARSING_LUTS[int(flipped)]
-    planar = np.zeros((len(order), 3, size, size), np.uint8)
+def _class_ids(classes: Sequence[np.ndarray | None], order: np.ndarray, flipped: bool, size: int) -> torch.Tensor:
+    """(T, 1, S, S) uint8 parsing class ids ``classes[order[t]]`` (0, background, whose colour is black, where a map
+    is None); ``flipped`` swaps the left/right classes. :func:`model_inputs` colours them on the device."""
+    planar = np.zeros((len(order), 1, size, size), np.uint8)
     for t, j in enumerate(order):
         if classes[j] is not None:
-            for k in range(3):
-                cv2.LUT(classes[j], luts[k], dst=planar[t, k])
+            if flipped:
+                cv2.LUT(classes[j], _FLIP_LUT, dst=planar[t, 0])
+            else:
+                planar[t, 0] = classes[j]
     return torch.from_numpy(planar)
 
 
@@ -359,8 +361,9 @@ class ClipDataset(Dataset):
         return positions, draw_augment(self.config.augment, height, width, rng)
 
     def __getitem__(self, i: int) -> dict:
-        """``frames`` / ``parsing`` (T, 3, S, S) and ``landmarks`` (T, 1, S, S) white on black, (T, 3, S, S) over the
-        frame, uint8 (those requested; :func:`model_inputs` makes them model inputs), ``brightness`` the clip's
+        """``frames`` (T, 3, S, S); ``parsing`` (T, 1, S, S) class ids on black, (T, 3, S, S) colours over the frame;
+        ``landmarks`` (T, 1, S, S) white on black, (T, 3, S, S) over the frame; uint8 (those requested;
+        :func:`model_inputs` makes them model inputs), ``brightness`` the clip's
         factor for the frames (float32, 1 in test mode), ``source_frames`` (T,) source frame numbers, ``caption``
         str, ``label`` int, ``clip_id`` str, ``index`` int (= i)."""
         size, modalities, column, row = self.config.image_size, self.modalities, self.table.column, self._rows[i]
@@ -383,7 +386,7 @@ class ClipDataset(Dataset):
         if "parsing" in modalities:
             classes = [None if m is None else transform(m & CLASS_BITS, aug, size, nearest=True) for m in maps]
             item["parsing"] = (_parsing_over_frames(classes, frames, inverse, flipped) if on_frame
-                               else _parsing_tensor(classes, inverse, flipped, size))
+                               else _class_ids(classes, inverse, flipped, size))
         if "landmarks" in modalities:
             dots = [None if m is None else cv2.threshold(m, CLASS_BITS, 255, cv2.THRESH_BINARY)[1] for m in maps]
             if on_frame:  # white dots drawn into the stored frame (render_landmarks' pixels), then transformed
@@ -406,21 +409,37 @@ def model_inputs(batch: dict, config: DataConfig, device: torch.device) -> dict:
     per modality: the one place where this happens (training, evaluation, zero-shot and the predict CLI call it).
 
     Values in [0, 1]; frames times each clip's brightness factor, clamped (maps drawn over the frame are not
-    brightened); one-channel landmark images repeated over RGB (a view); ``normalize: clip``: OpenAI CLIP's mean/std.
+    brightened); parsing class ids (black background) replaced by their palette colours; one-channel landmark images
+    repeated over RGB (a view); ``normalize: clip``: OpenAI CLIP's mean/std.
     """
     out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     brightened = "brightness" in batch and bool((batch["brightness"] != 1).any())  # on the host: no device sync
-    if config.normalize == "clip":
-        mean = torch.tensor(CLIP_MEAN, device=device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=device).view(1, 1, 3, 1, 1)
+    mean, std = (torch.tensor(values, device=device) for values in (CLIP_MEAN, CLIP_STD))
     for key in IMAGES:
         if key not in out:
+            continue
+        if key == "parsing" and config.middle_level_background == "black":
+            # the palette goes through the same float steps as a coloured image would, then is looked up per pixel
+            palette = torch.from_numpy(PALETTE).to(device).float().div_(255)
+            out[key] = _colour(out[key], (palette - mean) / std if config.normalize == "clip" else palette)
             continue
         image = out[key].float().div_(255)
         if key == "frames" and brightened:
             image.mul_(out["brightness"].view(-1, 1, 1, 1, 1)).clamp_(0, 1)
         image = image.expand(-1, -1, 3, -1, -1)
-        out[key] = (image - mean) / std if config.normalize == "clip" else image
+        out[key] = (image - mean.view(3, 1, 1)) / std.view(3, 1, 1) if config.normalize == "clip" else image
+    return out
+
+
+def _colour(class_ids: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, S, S) float ``palette[class id]`` of (B, T, 1, S, S) uint8 class ids, one channel at a time (an
+    ``index_select`` per channel took 8 ms per clip of 16 224 px frames on a CPU, a gather of RGB triples and a
+    transpose 13 ms)."""
+    flat = class_ids.reshape(-1).long()
+    shape = class_ids.shape[:2] + class_ids.shape[3:]
+    out = torch.empty(class_ids.shape[:2] + (3,) + class_ids.shape[3:], device=class_ids.device)
+    for channel in range(3):
+        out[:, :, channel] = palette[:, channel].index_select(0, flat).view(shape)
     return out
 
 

@@ -62,6 +62,7 @@ def test_fold_split_filtering_and_item(shards, captions):
     assert (item["clip_id"], item["label"], item["index"], item["caption"]) == ("mid", 2, 1, "")  # none approved
     assert raw["frames"].dtype == raw["parsing"].dtype == raw["landmarks"].dtype == torch.uint8
     assert raw["landmarks"].shape == (T, 1, 32, 32)  # white on black: one grey channel until model_inputs
+    assert raw["parsing"].shape == (T, 1, 32, 32) and raw["parsing"].max() < 11  # class ids, coloured by model_inputs
     assert train[0]["caption"] == "caption long" and dataset(shards)[0]["caption"] == ""  # captions only when given
     for key in ("frames", "parsing", "landmarks"):
         assert item[key].shape == (T, 3, 32, 32) and item[key].dtype == torch.float32
