@@ -7,7 +7,8 @@ from collections import Counter
 from stages.captions.stage import CaptionsConfig, run
 from stages.common.config import config_object
 from stages.common.errors import run_cli
-from stages.common.io import write_parquet
+from stages.common.io import read_made_with, write_parquet
+from stages.common.provenance import stage_record
 from stages.common.schemas import CAPTIONS_RAW_SCHEMA
 
 
@@ -21,9 +22,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    config = CaptionsConfig.from_dict(config_object(args.config_json))
+    section = config_object(args.config_json)
+    config = CaptionsConfig.from_dict(section)
     table = run(args.faces, args.frames, args.index, args.prompt, config)
-    write_parquet(table, args.out, CAPTIONS_RAW_SCHEMA)
+    made_with = {**read_made_with(args.faces), **stage_record("captions", section, {"prompt": args.prompt})}
+    write_parquet(table, args.out, CAPTIONS_RAW_SCHEMA, made_with)
     statuses = Counter(s.split(":")[0] for s in table.column("status").to_pylist())
     print(f"captions ({config.backend}, label_hint={config.label_hint}): {table.num_rows} clips, "
           + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + f" -> {args.out}")

@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 
 from stages.common.errors import StageError
 
+MADE_WITH = b"fineclip.made_with"  # schema metadata key of write_parquet's made_with
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -47,12 +49,37 @@ def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def write_parquet(table: pa.Table, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
-    """Write ``table`` (cast to ``schema`` when given) atomically with zstd compression."""
+def write_parquet(table: pa.Table, path: str | os.PathLike, schema: pa.Schema | None = None,
+                  made_with: dict | None = None) -> None:
+    """Write ``table`` (cast to ``schema`` when given) atomically with zstd compression; ``made_with`` (the result
+    settings of the stages behind the file, see :func:`read_made_with`) goes into its schema metadata."""
     if schema is not None:
         table = table.select(schema.names).cast(schema)
+    if made_with:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), MADE_WITH: canonical_json(made_with)})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def read_made_with(*paths: str | os.PathLike) -> dict:
+    """``{stage: settings}`` recorded by :func:`write_parquet` in these files, merged; {} for files without any. Each
+    stage carries its inputs' record forward, so the features cache knows its frames and faces settings, the approved
+    captions their captions and refine settings. Two files recording one stage differently were made by different
+    settings, and mixing them is an error."""
+    merged: dict = {}
+    first: dict = {}
+    for path in paths:
+        try:
+            metadata = pq.read_schema(path).metadata or {}
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StageError(f"{path}: not a readable Parquet file ({err}). Delete it and rerun the stage that makes it.") from err
+        for stage, settings in json.loads(metadata.get(MADE_WITH, b"{}")).items():
+            if stage in merged and merged[stage] != settings:
+                raise StageError(f"{first[stage]} and {path} were made with different {stage} settings; rerun the "
+                                 f"{stage} stage for both (snakemake does when its settings change).")
+            merged.setdefault(stage, settings)
+            first.setdefault(stage, path)
+    return merged
 
 
 def read_parquet(path: str | os.PathLike, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:

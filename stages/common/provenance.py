@@ -3,6 +3,8 @@
 - :func:`result_settings`: the part of a stage's config section that can change its results. Performance knobs
   (``RUN_ONLY_SETTINGS``) and the settings of backends, towers and models a job does not use are left out; the
   stage still receives its whole section on the command line.
+- :func:`stage_record`: those settings (and the content of the prompt and lexicon files) as a stage records them
+  in its outputs, carried forward to the trained run, which predict checks.
 - :func:`content_fingerprint`: a small input file by what the stage reads from it: YAML by its parsed content
   (comments, key order and formatting do not count), other files by their bytes.
 - :class:`Sha256Cache`: sha256 of weights files and folders, cached by path, size and modification time, so a
@@ -85,6 +87,18 @@ def result_settings(stage: str, section: dict) -> dict:
         kept["towers"] = {name: {k: v for k, v in towers[name].items() if k != "weights"}
                           for name in towers_used(model) if name in towers}
     return kept
+
+
+def stage_record(stage: str, section: dict, files: dict[str, str] | None = None) -> dict:
+    """What ``stage`` writes into its outputs' ``made_with``: ``{stage: result settings}``, plus, under the names in
+    ``files``, the content fingerprint of each input file (or of each ``*.txt`` in a folder, as the lexicons) that its
+    section names by path. A trained run records these, and predict checks the config files against them."""
+    record = result_settings(stage, section)
+    for name, path in (files or {}).items():
+        path = Path(path)
+        record[name] = ({p.name: content_fingerprint(p) for p in sorted(path.glob("*.txt"))} if path.is_dir()
+                        else content_fingerprint(path))
+    return {stage: record}
 
 
 def content_fingerprint(path: str | Path) -> str:

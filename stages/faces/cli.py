@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from stages.common.config import config_object
 from stages.common.errors import StageError
-from stages.common.io import read_parquet, write_parquet
+from stages.common.io import read_made_with, read_parquet, write_parquet
+from stages.common.provenance import stage_record
 from stages.common.schemas import FACES_SCHEMA, FRAMES_SCHEMA, NUM_LANDMARKS
 from stages.faces.backends import FaceBackend, FacesConfig, FrameFaces, make_backend
 from stages.faces.parsing import encode_parsing
@@ -131,11 +132,12 @@ def decoded_groups(frames: pa.Table, frames_path: str, frames_per_group: int) ->
 
 
 def run(frames_path: str, config: FacesConfig, out_path: str, backend: FaceBackend | None = None,
-        progress: bool = True) -> Counter:
+        progress: bool = True, made_with: dict | None = None) -> Counter:
     """Process a frames shard into a faces shard; return counts of frame statuses, clips and no-face clips.
 
     Frames of several clips go to the backend together (``batch_size`` frames), so a GPU backend gets full batches.
     ``backend`` (one made from ``config``) lets a caller that processes several shards load it once.
+    ``made_with``: the stage settings to record in the shard (:func:`stages.common.io.read_made_with`).
     """
     frames = read_parquet(frames_path, FRAMES_SCHEMA, columns=["clip_id", "frame_indices", "jpeg", "width", "height"])
     backend = backend or make_backend(config)
@@ -155,7 +157,7 @@ def run(frames_path: str, config: FacesConfig, out_path: str, backend: FaceBacke
             counts[NO_FACE] += row["clip_flag"] == NO_FACE
         bar.update(len(group))
     bar.close()
-    write_parquet(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), out_path, FACES_SCHEMA)
+    write_parquet(pa.Table.from_pylist(rows, schema=FACES_SCHEMA), out_path, FACES_SCHEMA, made_with)
     return counts
 
 
@@ -166,9 +168,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="faces shard to write (Parquet, FACES_SCHEMA)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
-    config = FacesConfig.from_dict(config_object(args.config_json))
+    section = config_object(args.config_json)
+    config = FacesConfig.from_dict(section)
     start = time.perf_counter()
-    counts = run(args.frames, config, args.out)
+    counts = run(args.frames, config, args.out, made_with={**read_made_with(args.frames), **stage_record("faces", section)})
     seconds = time.perf_counter() - start
     print(
         f"faces: {counts['clips']} clips, {counts['frames']} frames: {counts['detected']} detected, "

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from stages.common.errors import StageError
-from stages.common.io import read_parquet, write_parquet
+from stages.common.io import read_made_with, read_parquet, write_parquet
 from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA, NUM_LANDMARKS
 from stages.faces.parsing import decode_parsing
 from stages.faces.render import encode_face_map, landmark_mask
@@ -144,5 +144,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="results/{ds}/features/{shard}.parquet")
     args = parser.parse_args(argv)
     table, summary = build(args.frames, args.faces, args.index)
-    write_parquet(table, args.out, FEATURES_SCHEMA)
+    write_parquet(table, args.out, FEATURES_SCHEMA, read_made_with(args.frames, args.faces))
     print(f"features {Path(args.out).stem}: {summary} -> {args.out}")

@@ -22,6 +22,7 @@ from stages.common.config import config_object
 from stages.common.errors import StageError
 from stages.common.face_detect import detect_faces
 from stages.common.io import read_parquet, write_parquet
+from stages.common.provenance import stage_record
 from stages.common.schemas import FRAMES_SCHEMA, INDEX_SCHEMA
 from stages.common.shards import parse_shard, shard_of
 from stages.frames import sampling
@@ -142,6 +143,7 @@ def process_clip(row: dict, cfg: dict) -> dict:
 
 
 def run(index_path: str, shard: str, cfg: dict, out: str) -> None:
+    made_with = stage_record("frames", cfg)
     cfg = load_config(cfg)
     try:
         shard_index, shard_count = parse_shard(shard)
@@ -165,7 +167,7 @@ def run(index_path: str, shard: str, cfg: dict, out: str) -> None:
             f"{summary}, more than max_failed_fraction={cfg['max_failed_fraction']}:\n  {listed}\n"
             "Re-extract or remove these clips from the annotation list, or raise frames.max_failed_fraction."
         )
-    write_parquet(pa.Table.from_pylist(records, schema=FRAMES_SCHEMA), out, FRAMES_SCHEMA)
+    write_parquet(pa.Table.from_pylist(records, schema=FRAMES_SCHEMA), out, FRAMES_SCHEMA, made_with)
     print(summary + "".join(f"\n  failed: {f}" for f in failed), file=sys.stderr)
 
 

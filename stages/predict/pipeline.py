@@ -1,8 +1,9 @@
 """New clips through the pipeline's stages and a trained run's model: class probabilities per clip.
 
 The stage settings come from the workflow's config files (config/config.yaml, then each ``--configfile``, merged as
-Snakemake merges them) for the dataset the run trained on; the run's recorded train settings must agree with them,
-so that frames, faces and captions are made as they were for training. Paths in the config files (prompts,
+Snakemake merges them) for the dataset the run trained on; the run's recorded train settings, and the frames, faces,
+captions and refine settings its features and captions were made with, must agree with them, so that frames, faces
+and captions are made as they were for training. Paths in the config files (prompts,
 lexicons, descriptors, weights) are relative to the workflow folder: run from there.
 """
 from __future__ import annotations
@@ -25,12 +26,13 @@ from stages.common.datasets import load_dataset_config
 from stages.common.errors import StageError
 from stages.common.io import read_parquet, write_parquet
 from stages.common.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, count_frames
-from stages.common.provenance import result_settings
+from stages.common.provenance import result_settings, stage_record
 from stages.common.schemas import APPROVED_SCHEMA, FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
 
 FOLD, SPLIT = "predict", "test"  # the one split of the temporary features table
 BASE_CONFIG = "config/config.yaml"
 DESCRIPTORS = "config/prompts/dfer_clip_descriptors.yaml"
+STAGE_FILES = {"captions": ("prompt",), "refine": ("lexicons",)}  # input files recorded by content (stage_record)
 
 
 @dataclass
@@ -87,6 +89,25 @@ def _differences(a, b, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def check_made_with(recorded: dict | None, stages: dict, info_path: Path, dataset: str) -> None:
+    """The frames, faces, captions and refine settings (and prompt and lexicon contents) that the run's features and
+    captions were made with must be those the config files give now: new clips must be prepared as its training
+    clips were. A run trained before runs recorded them (no ``made_with``) is only warned about."""
+    if recorded is None:
+        warnings.warn(f"{info_path}: no record of the stage settings its features were made with (trained by an "
+                      "older version); the frames, faces and captions settings of the config files are used unchecked.")
+        return
+    differ = []
+    for stage in sorted(set(recorded) & set(stages)):
+        files = {key: stages[stage][key] for key in STAGE_FILES.get(stage, ()) if key in stages[stage]}
+        differ += [f"{stage}.{key}" for key in _differences(stage_record(stage, stages[stage], files)[stage], recorded[stage])]
+    if differ:
+        raise StageError(f"{info_path}: its features or captions were made with other settings than the config files "
+                         f"give for {dataset} ({', '.join(differ[:6])} differ), so new clips would not be prepared as "
+                         "its training clips were. Pass the config files of that run with --configfile, or rerun "
+                         "snakemake to retrain it with the current settings.")
+
+
 def load_run(model_dir: str, configfiles: Sequence[str] = (), classes: Sequence[str] | None = None) -> TrainedRun:
     """The run's recorded settings, checked against the config files' settings of its dataset."""
     from stages.train.config import TrainConfig, with_model_recipe
@@ -116,6 +137,7 @@ def load_run(model_dir: str, configfiles: Sequence[str] = (), classes: Sequence[
         raise StageError(f"{model_dir}: --classes needs a zero-shot (contrastive) model; this one was trained to "
                          f"classify {run_info['class_names']}.")
     stages = {name: stage_section(config, name, dataset) for name in ("frames", "faces", "captions", "refine")}
+    check_made_with(run_info.get("made_with"), stages, info_path, dataset)
     entry = config["datasets"][dataset]
     description = load_dataset_config(entry["description"], {k: entry[k] for k in ("root", "shards") if k in entry})
     return TrainedRun(model_dir, run_info, recorded, list(classes or run_info["class_names"]), stages, description)

@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from stages.common.config import config_object
 from stages.common.errors import StageError, run_cli
-from stages.common.io import read_parquet, write_json, write_parquet, write_text
+from stages.common.io import read_made_with, read_parquet, write_json, write_parquet, write_text
+from stages.common.provenance import stage_record
 from stages.common.schemas import CAPTIONS_RAW_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA, REFINED_SCHEMA
 from stages.refine.leakage import counterfactual_agreement, lexicon_flags, text_classifier
 from stages.refine.lexicon import load_lexicon
@@ -73,7 +74,7 @@ def face_crops(frames_paths: Sequence[str]) -> dict[str, dict]:
 
 
 def run(raw_paths: Sequence[str], index_path: str, lexicon_dir: str, cfg: dict, out: str, report: str,
-        counterfactual_path: str | None = None, frames_paths: Sequence[str] = ()) -> dict:
+        counterfactual_path: str | None = None, frames_paths: Sequence[str] = (), made_with: dict | None = None) -> dict:
     lexicon = load_lexicon(lexicon_dir)
     crops = face_crops(frames_paths)
     raw: dict[str, dict] = {}
@@ -118,7 +119,7 @@ def run(raw_paths: Sequence[str], index_path: str, lexicon_dir: str, cfg: dict, 
                                  folds=int(cfg["classifier_folds"]), seed=int(cfg["seed"]), stopwords=lexicon.stopwords)
     for row, score in zip(rows, classifier.scores):
         row["leakage_score"] = float(score)
-    write_parquet(pa.Table.from_pylist(rows, schema=REFINED_SCHEMA), out, REFINED_SCHEMA)
+    write_parquet(pa.Table.from_pylist(rows, schema=REFINED_SCHEMA), out, REFINED_SCHEMA, made_with)
 
     summary = build_report(rows, classifier.summary(), agreements, cfg, counterfactual_path is not None,
                            sum(r["clip_id"] not in class_of for r in rows))
@@ -205,8 +206,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--counterfactual", help="Parquet (clip_id, caption) generated with a different label; "
                         "replaces the raw tables' counterfactual_caption for the clips it lists")
     args = parser.parse_args(argv)
+    made_with = {**read_made_with(*args.raw),
+                 **stage_record("refine", config_object(args.config_json), {"lexicons": args.lexicon_dir})}
     summary = run(args.raw, args.index, args.lexicon_dir, parse_config(args.config_json), args.out, args.report,
-                  args.counterfactual, args.frames)
+                  args.counterfactual, args.frames, made_with)
     clf = summary["text_classifier"]
     print(f"refine: {summary['rows']} captions, {summary['rows_flagged']} flagged, "
           f"{summary['removed_spans']['total']} spans removed; text-only classifier {clf['status']} "

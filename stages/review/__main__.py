@@ -14,7 +14,7 @@ import yaml
 
 from stages.common.config import stage_section
 from stages.common.errors import StageError, run_cli
-from stages.common.io import read_parquet, write_parquet
+from stages.common.io import read_made_with, read_parquet, write_parquet
 from stages.common.schemas import APPROVED_SCHEMA, INDEX_SCHEMA, REFINED_SCHEMA
 from stages.review.gate import MODES, apply, status
 from stages.review.sheet import CHANGED_NOTE, export, read_sheet, write_sheet
@@ -37,7 +37,7 @@ def _apply(args) -> None:
     approved, summary = apply(refined, args.sheet, args.mode, args.generated)
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    write_parquet(approved, args.out, APPROVED_SCHEMA)
+    write_parquet(approved, args.out, APPROVED_SCHEMA, read_made_with(args.refined))
     print(f"{summary.line()} -> {args.out}")
 
 

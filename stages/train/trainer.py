@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from stages.common.errors import StageError
 from stages.common.fingerprint import code_fingerprint
-from stages.common.io import atomic_path, canonical_json, write_json, write_parquet
+from stages.common.io import atomic_path, canonical_json, read_made_with, write_json, write_parquet
 from stages.common.schemas import PREDICTIONS_SCHEMA
 from stages.evaluate.metrics import classification_metrics
 from stages.train.build import build_model, modalities_needed
@@ -251,6 +251,7 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
         raise StageError(f"variant {config.model} needs fine-grained captions: pass --captions "
                          "results/{ds}/captions/approved.parquet (or pick variant base/star).")
     captions = captions if config.reads_captions else None
+    made_with = read_made_with(*features, *([captions] if captions else []))  # predict checks it (run_info.json)
     sets = {split: ClipDataset(features, fold, split, data_config, train=split == "train", seed=config.seed,
                                modalities=modalities, captions_path=captions) for split in ("train", "test")}
     train_set, test_set = sets["train"], sets["test"]
@@ -353,13 +354,14 @@ def fit(features: list[str], fold: str, config: TrainConfig, out_dir: str | Path
     final = load_checkpoint(best_path if config.selection != "last" else checkpoint_path)
     selected_epoch = final["epoch"] + (1 if config.selection == "last" else 0)
     write_outputs(out_dir, final, log_rows, config, towers, dataset_name, fold, class_names, selected_epoch,
-                  train_set.label_hint, recipe_record(config, optimizer, data_config.normalize))
+                  train_set.label_hint, recipe_record(config, optimizer, data_config.normalize), made_with)
     shutil.rmtree(checkpoint_path.parent)  # finished: nothing to resume
     return {"selected_epoch": selected_epoch}
 
 
 def write_outputs(out_dir: Path, final: dict, log_rows: list[dict], config: TrainConfig, towers: dict, dataset: str,
-                  fold: str, class_names: list[str], selected_epoch: int, label_hint: str, recipe: dict) -> None:
+                  fold: str, class_names: list[str], selected_epoch: int, label_hint: str, recipe: dict,
+                  made_with: dict) -> None:
     save_torch({"trainable": final["trainable"], "epoch": selected_epoch, "model": config.model}, out_dir / "model.pt")
     with atomic_path(out_dir / "train_log.csv") as tmp:
         with tmp.open("w", newline="") as handle:
@@ -377,6 +379,7 @@ def write_outputs(out_dir: Path, final: dict, log_rows: list[dict], config: Trai
         "random_init": any(t.random_init for t in towers.values()),
         "weight_fingerprints": weights, "recipe": recipe, "train_config": asdict(config),
         "trainable_parameters": sum(t.numel() for t in final["trainable"].values()),
+        "made_with": made_with,  # the stage settings behind its features and captions (stages.common.io.read_made_with)
     })
 
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from stages.common.errors import StageError
-from stages.common.io import read_parquet, write_parquet
+from stages.common.io import read_made_with, read_parquet, write_parquet
 from stages.common.schemas import FACES_SCHEMA, FEATURES_SCHEMA, FRAMES_SCHEMA, INDEX_SCHEMA
 from stages.faces.parsing import encode_parsing
 from stages.faces.render import CLASS_BITS, DOT, decode_face_map, render_landmarks
@@ -74,6 +74,23 @@ def test_cli_writes_features(inputs, tmp_path, capsys):
     main(["--frames", str(inputs["frames"]), "--faces", str(inputs["faces"]), "--index", str(inputs["index"]), "--out", str(out)])
     assert read_parquet(out, FEATURES_SCHEMA).num_rows == 3
     assert capsys.readouterr().out.startswith("features 000-of-001: 3 clips, 1 no_face")
+
+
+def test_the_features_shard_carries_the_frames_and_faces_settings_and_refuses_mixed_ones(inputs, tmp_path):
+    """Each stage records its settings in its output (write_parquet's made_with) and carries its inputs' records:
+    what a trained run's run_info.json records as made_with, for predict to check."""
+    frames, faces = (read_parquet(inputs[k]) for k in ("frames", "faces"))
+    write_parquet(frames, inputs["frames"], FRAMES_SCHEMA, {"frames": {"size": 112}})
+    write_parquet(faces, inputs["faces"], FACES_SCHEMA, {"frames": {"size": 112}, "faces": {"backend": "dlib"}})
+    out = tmp_path / "features.parquet"
+    args = ["--frames", str(inputs["frames"]), "--faces", str(inputs["faces"]), "--index", str(inputs["index"])]
+    main([*args, "--out", str(out)])
+    assert read_made_with(out) == {"frames": {"size": 112}, "faces": {"backend": "dlib"}}
+    assert read_made_with(inputs["index"]) == {}  # written without a record
+    write_parquet(faces, inputs["faces"], FACES_SCHEMA, {"frames": {"size": 224}, "faces": {"backend": "dlib"}})
+    with pytest.raises(StageError, match="different frames settings"):  # faces made from other frames
+        main([*args, "--out", str(tmp_path / "mixed.parquet")])
+    assert not (tmp_path / "mixed.parquet").exists()
 
 
 def rewrite_faces(paths, rows):

@@ -141,6 +141,30 @@ def test_a_run_checked_against_other_config_files_is_refused(trained, monkeypatc
         load_run(MODELS[0], [OVERLAY], classes=["calm", "tense"])
 
 
+def test_a_run_whose_features_or_captions_were_made_otherwise_is_refused(trained, monkeypatch, tmp_path):
+    """run_info.json records the settings its features and captions were made with; predict compares the config
+    files' (frames, faces, captions with the prompt's content, refine with the lexicons' content) against them."""
+    monkeypatch.chdir(trained)
+    made_with = json.loads((trained / MODELS[3] / "run_info.json").read_text())["made_with"]
+    assert set(made_with) == {"frames", "faces", "captions", "refine"} and made_with["frames"]["size"] == 96
+    assert set(json.loads((trained / MODELS[0] / "run_info.json").read_text())["made_with"]) == {"frames", "faces"}
+    for model in MODELS:
+        load_run(model, [OVERLAY])  # the config files it was trained with: accepted
+    quality = tmp_path / "quality.yaml"
+    quality.write_text("frames: {jpeg_quality: 75}\n")
+    with pytest.raises(StageError, match=r"frames\.jpeg_quality differ"):
+        load_run(MODELS[0], [OVERLAY, str(quality)])
+    lexicons = tmp_path / "lexicons"
+    shutil.copytree(trained / "config/lexicons", lexicons)
+    edited = sorted(lexicons.glob("*.txt"))[0]
+    edited.write_text(edited.read_text() + "\nnewword\n")
+    other = tmp_path / "lexicons.yaml"
+    other.write_text(f"refine: {{lexicons: {lexicons}}}\n")
+    with pytest.raises(StageError, match=rf"refine\.lexicons\.{edited.name} differ"):
+        load_run(MODELS[3], [OVERLAY, str(other)])
+    load_run(MODELS[0], [OVERLAY, str(other)])  # a model without captions does not depend on them
+
+
 def test_a_zero_shot_model_scores_the_classes_it_is_given(trained, monkeypatch):
     source = next(iter(demo_test_clips(trained).values()))
     status, result = run_predict(trained, monkeypatch, source, "--model", MODELS[-1], "--classes", "calm, tense")
