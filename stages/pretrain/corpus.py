@@ -58,6 +58,7 @@ ACTIONS: dict[str, dict[str, tuple[str, list]]] = {
     },
 }
 RELAXED = "a relaxed face"
+PART_CLASSES = [len(actions) + 1 for actions in ACTIONS.values()]  # per part: no action, or one of its actions
 LOOKS = ("frame", "parsing", "landmarks")  # what a sample is rendered as; captions say which
 SEED_TAG = 0xC0A5  # first entry of every corpus seed: the demo's clip seeds are (seed, label, clip) triples
 
@@ -100,6 +101,12 @@ def caption(actions: list[tuple[str, str, float]]) -> str:
     return ", ".join(ACTIONS[part][action][0] for part, action, _ in actions) or RELAXED
 
 
+def action_labels(actions: list[tuple[str, str, float]]) -> np.ndarray:
+    """Per face part (ACTIONS order), which action the sample shows: 0 none, k its part's k-th action."""
+    drawn = {part: action for part, action, _ in actions}
+    return np.array([list(ACTIONS[part]).index(drawn[part]) + 1 if part in drawn else 0 for part in ACTIONS])
+
+
 def action_field(actions: list[tuple[str, str, float]]) -> np.ndarray:
     """(68, 2) displacement in face units of the drawn actions together."""
     return sum((intensity * pattern_field(ACTIONS[part][action][1]) for part, action, intensity in actions),
@@ -134,14 +141,15 @@ def sample(scene: Scene, cfg: CorpusConfig, index: int, size: int) -> tuple[list
     return looks, actions
 
 
-def build_corpus(scene: Scene, cfg: CorpusConfig, size: int) -> tuple[np.ndarray, list[str]]:
-    """(3 * samples, size, size, 3) uint8 images (``size``: the tower's input side) and their captions. Parsing and
-    landmark looks are captioned as such ("face map: ...", "face points: ..."), so the three looks of one face are
-    not each other's positives."""
-    images, captions = [], []
+def build_corpus(scene: Scene, cfg: CorpusConfig, size: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(3 * samples, size, size, 3) uint8 images (``size``: the tower's input side), their captions and their
+    (3 * samples, parts) action_labels. Parsing and landmark looks are captioned as such ("face map: ...", "face
+    points: ..."), so the three looks of one face are not each other's positives; all three share the labels."""
+    images, captions, labels = [], [], []
     for i in range(cfg.samples):
         looks, actions = sample(scene, cfg, i, size)
         text = caption(actions)
         images += looks
         captions += [text, f"face map: {text}", f"face points: {text}"]
-    return np.stack(images), captions
+        labels += [action_labels(actions)] * len(LOOKS)
+    return np.stack(images), captions, np.stack(labels)
