@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from stages.faces.parsing import encode_parsing, parsing_from_landmarks  # noqa: E402
 from stages.frames import sampling  # noqa: E402
-from stages.frames.stage import encode_frame, square_box  # noqa: E402
+from stages.common.face_detect import square_box  # noqa: E402
+from stages.frames.stage import encode_frame  # noqa: E402
 from results_file import update_section  # benchmarks/ is on sys.path when a script runs
 
 BEGIN, END = "<!-- sampling_cache:begin -->", "<!-- sampling_cache:end -->"

@@ -1,4 +1,5 @@
-"""dlib face detection and 68-point landmarks from the models that ship in ``face-recognition-models``.
+"""dlib face detection and 68-point landmarks from the models that ship in ``face-recognition-models``, and the
+square crop box around a face (the frames stage's crop; the demo towers' pre-training corpus cuts faces the same way).
 
 The model files are located with ``importlib`` (importing ``face_recognition_models`` itself fails on
 current setuptools, which no longer ships ``pkg_resources``). Nothing is downloaded.
@@ -71,3 +72,15 @@ def expand_box(box, margin: float, width: int, height: int) -> tuple[float, floa
     x0, y0, x1, y1 = box
     dw, dh = (x1 - x0) * margin, (y1 - y0) * margin
     return (max(0.0, x0 - dw), max(0.0, y0 - dh), min(float(width), x1 + dw), min(float(height), y1 + dh))
+
+
+def square_box(box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """Grow ``box`` by ``margin`` of its size on each side, make it square, and shift it inside the image.
+
+    A square larger than the image's short side shrinks to that side, so the crop is always square.
+    """
+    x0, y0, x1, y1 = box
+    side = int(min(max(x1 - x0, y1 - y0) * (1 + 2 * margin), width, height))
+    left = int(round(min(max((x0 + x1 - side) / 2, 0), width - side)))
+    top = int(round(min(max((y0 + y1 - side) / 2, 0), height - side)))
+    return left, top, left + side, top + side

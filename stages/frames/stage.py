@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from stages.common.config import config_object
 from stages.common.errors import StageError
-from stages.common.face_detect import detect_faces
+from stages.common.face_detect import detect_faces, square_box
 from stages.common.io import read_parquet, write_parquet
 from stages.common.provenance import stage_record
 from stages.common.schemas import FRAMES_SCHEMA, INDEX_SCHEMA
@@ -64,18 +64,6 @@ def load_config(cfg: dict) -> dict:
         raise StageError("frames config: face_crop needs max_filled_fraction in [0, 1], cut_threshold in (0, 1] and "
                          f"detections >= 1, got {face}.")
     return out
-
-
-def square_box(box, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """Grow ``box`` by ``margin`` of its size on each side, make it square, and shift it inside the image.
-
-    A square larger than the image's short side shrinks to that side, so the crop is always square.
-    """
-    x0, y0, x1, y1 = box
-    side = int(min(max(x1 - x0, y1 - y0) * (1 + 2 * margin), width, height))
-    left = int(round(min(max((x0 + x1 - side) / 2, 0), width - side)))
-    top = int(round(min(max((y0 + y1 - side) / 2, 0), height - side)))
-    return left, top, left + side, top + side
 
 
 def face_crop(frames: Sequence[np.ndarray], frame_numbers: Sequence[int], face: dict, where: str

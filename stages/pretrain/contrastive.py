@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip import tokenize
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.model import CLIP
 
 from stages.common.errors import StageError
 from stages.common.io import atomic_path
-from stages.train.data import CLIP_MEAN, CLIP_STD
 from stages.train.models.towers import TowerConfig, model_config
 
 
@@ -44,7 +44,7 @@ class PretrainConfig:
 def to_input(images: np.ndarray) -> torch.Tensor:
     """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float with CLIP's mean/std, as the demo's training reads frames."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
+    return (x - torch.tensor(OPENAI_DATASET_MEAN)[:, None, None]) / torch.tensor(OPENAI_DATASET_STD)[:, None, None]
 
 
 def clip_loss(model: CLIP, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

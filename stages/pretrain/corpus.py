@@ -15,13 +15,13 @@ import cv2
 import numpy as np
 
 from stages.common.errors import StageError
+from stages.common.face_detect import square_box
 from stages.demo.expressions import (BROWS_INNER, BROWS_MID, BROWS_OUTER, CORNERS, LOWER_LIDS, NOSE_LOWER,
                                      UPPER_LIDS, pattern_field, to_image)
 from stages.demo.face_model import face_size
 from stages.demo.generate import Scene, idle_motion, pose_matrix, relight, render_face
 from stages.faces.parsing import parsing_from_landmarks
 from stages.faces.render import render_landmarks, render_parsing
-from stages.frames.stage import square_box
 
 # Facial actions in the notation of stages.demo.expressions (indices, outward, upward at full strength), grouped by
 # the part of the face they move: a sample moves each part at most once, so no two actions cancel out.

@@ -16,7 +16,8 @@ from stages.common.shards import shard_of
 from stages.frames import decode, sampling
 from stages.frames.decode import list_frame_files, read_frames, read_frames_all
 from stages.frames.face_track import scene_cuts, track_face
-from stages.frames.stage import DEFAULTS, face_crop, main, square_box
+from stages.common.face_detect import square_box
+from stages.frames.stage import DEFAULTS, face_crop, main
 
 S = 16
 

@@ -306,3 +306,10 @@ def test_collate_and_reproducible_shuffle(shards, captions):
     cv2.resize(np.zeros((800, 800, 3), np.uint8), (1200, 1200))  # OpenCV's thread pool is running before the fork
     batches = list(make_loader(big, 3, shuffle=False, drop_last=True, seed=0, num_workers=2))
     assert len(batches) == 2 and batches[0]["index"].tolist() == [0, 1, 2]
+
+
+def test_clip_normalisation_is_open_clips():
+    """The loader's constants are OpenAI CLIP's as open_clip has them (the demo towers' pre-training uses those)."""
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    assert (CLIP_MEAN, CLIP_STD) == (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)

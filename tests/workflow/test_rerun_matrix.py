@@ -179,6 +179,8 @@ EDITS = [
          {"pretrain_demo_towers": 1, **TRAIN_ON}, prepare=with_pretrained_towers),
     Edit("code change in the pre-training stage", append_text("stages/pretrain/corpus.py", "\nMAX_SAMPLES = 10**6\n"),
          {"pretrain_demo_towers": 1, **TRAIN_ON}, prepare=with_pretrained_towers),
+    Edit("code change in the training loader, pre-trained towers",
+         append_text("stages/train/data.py", "\nMAX_CLIPS = 10**6\n"), TRAIN_ON, prepare=with_pretrained_towers),
     Edit("pre-training setting, random towers", set_yaml("tests/config/test.yaml", "pretrain.steps", 3), NOTHING),
     Edit("caption edits, model without captions", all_caption_edits, NOTHING, prepare=with_base_model,
          target=(BASE_METRICS,)),
