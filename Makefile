@@ -23,8 +23,10 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/snakemake --cores $(JOBS) $(TARGET)
 
+# One OpenMP thread per process: the workflow tests run Snakemake jobs side by side, and each torch process taking
+# every core oversubscribed them (the suite took 15:46 instead of 7:31 on 2 cores).
 test: setup
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 # Debian packages some checks need (root; installs only what is missing): headless Chromium for the report's
 # render test, OpenCV's sample data (real photos for the captioner tests), munge + slurm for test-cluster.
