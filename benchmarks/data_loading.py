@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE = Path(sys.argv[sys.argv.index("--serve") + 1]).resolve() if "--serve" in sys.argv else ROOT  # code under test
 sys.path.insert(0, str(CODE))
 from benchmarks.frames import synthetic_frames  # noqa: E402
+from stages.common.config import read_settings, stage_section  # noqa: E402
 from stages.common.io import write_parquet  # noqa: E402
 from stages.common.schemas import FEATURES_SCHEMA  # noqa: E402
 from stages.train import data  # noqa: E402
@@ -175,8 +176,15 @@ def machine() -> str:
             f"{platform.python_version()}; PyTorch {torch.__version__}, PyArrow {pa.__version__}, OpenCV {cv2.__version__}")
 
 
-# --before --train DATASET: that dataset's augmentation (config/config.yaml; crop and flip everywhere)
-TRAIN_AUGMENT = {"dfew": AugmentConfig(brightness=0.5), "ferv39k": AugmentConfig(rotation_degrees=4), "mafw": AugmentConfig()}
+REAL_DATASETS = ("dfew", "ferv39k", "mafw")  # --before --train DATASET: that dataset's training augmentation
+
+
+def dataset_augment(dataset: str) -> AugmentConfig:
+    """The training augmentation that config/config.yaml (with the dataset's settings file) gives ``dataset``."""
+    config = read_settings(ROOT / "config/config.yaml")
+    entry = config["datasets"][dataset]
+    settings = read_settings(ROOT / entry["settings"]) if "settings" in entry else {}
+    return DataConfig.from_dict(stage_section(config, "train", dataset, settings)["data"]).augment
 OUTPUTS = {"frames": {"frames"}, "frames + parsing + landmarks": {"frames", "parsing", "landmarks"}}
 IMAGES = ("frames", "parsing", "landmarks")
 
@@ -186,7 +194,8 @@ def serve(args: argparse.Namespace) -> None:
     per line of stdin with one JSON line: ``check OUTPUTS`` the digest of an epoch's model inputs, ``time OUTPUTS``
     an epoch's wall and CPU seconds."""
     torch.set_num_threads(args.threads)
-    config = DataConfig(image_size=args.size, num_workers=args.workers, augment=TRAIN_AUGMENT.get(args.train))
+    config = DataConfig(image_size=args.size, num_workers=args.workers,
+                        augment=dataset_augment(args.train) if args.train else AugmentConfig())
     with tempfile.TemporaryDirectory() as tmp:
         _, shard = make_clips(Path(tmp), args.lengths[0], args.clips, args.size)
         loaders = {outputs: partial(make_loader, ClipDataset([str(shard)], "fold1", "test", config, train=bool(args.train),
@@ -243,7 +252,7 @@ def compare(args: argparse.Namespace) -> None:
 
     median = {key: {k: statistics.median(t[k] for t in runs) for k in ("wall", "cpu", "loader")}
               for key, runs in times.items()}
-    mode = f"training mode ({args.train}'s augmentation: {TRAIN_AUGMENT[args.train]})" if args.train else "test mode"
+    mode = f"training mode ({args.train}'s augmentation: {dataset_augment(args.train)})" if args.train else "test mode"
     print(f"{args.clips} clips of {args.lengths[0]} frames, {mode}, {args.size} px, batch {args.batch}, "
           f"{args.workers} workers, {args.threads} torch thread(s), median of {args.repeats} epochs; 1-minute load "
           f"average {min(load):.1f}-{max(load):.1f}; identical model inputs checked")
@@ -270,7 +279,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="only print the table")
     parser.add_argument("--before", type=Path, help="a checkout of the code before (git worktree): compare its cache "
                         "loading with this checkout's (first of --lengths) and print the table")
-    parser.add_argument("--train", choices=sorted(TRAIN_AUGMENT), help="with --before: training mode (the training "
+    parser.add_argument("--train", choices=REAL_DATASETS, help="with --before: training mode (the training "
                         "draw of frames, this dataset's augmentation) instead of test mode")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # a --before comparison's timing process
     args = parser.parse_args()

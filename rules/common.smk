@@ -196,10 +196,15 @@ def require_weights(ds, towers=(), captions=True):
         raise WorkflowError(f"dataset {ds}: {message}")
 
 
-def pretrained_demo_tower():
+def pretrain_settings(wildcards):
+    """The `pretrain` section: tracked, and the stage's --config-json."""
+    return canonical(config["pretrain"])
+
+
+def pretrained_demo_tower(wildcards):
     """The architecture that pretrain_demo_towers trains (the demo's clip tower; long_clip and dfer_clip share it)."""
     tower = merged_stage_config("train", "demo")["towers"]["clip"]
-    return {key: tower[key] for key in ("arch", "arch_config", "quick_gelu") if key in tower}
+    return canonical({key: tower[key] for key in ("arch", "arch_config", "quick_gelu") if key in tower})
 
 
 def tower_weight_files(ds, model):

@@ -30,12 +30,12 @@ rule demo_clips:
 
 
 rule pretrain_demo_towers:
-    """Pre-train the demo's tiny CLIP towers contrastively on a synthetic corpus of captioned facial actions."""
+    """Pre-train the demo's tiny CLIP towers on a synthetic corpus of facial actions (an action read-out per face part)."""
     output:
         "results/demo/pretrained/clip.pt",
     params:
-        cfg=canonical(config["pretrain"]),
-        tower=canonical(pretrained_demo_tower()),
+        cfg=pretrain_settings,
+        tower=pretrained_demo_tower,
         code=code_fingerprint("pretrain"),
     log:
         "logs/demo/pretrain_demo_towers.log",

@@ -69,10 +69,7 @@ def read_made_with(*paths: str | os.PathLike) -> dict:
     merged: dict = {}
     first: dict = {}
     for path in paths:
-        try:
-            metadata = pq.read_schema(path).metadata or {}
-        except (pa.ArrowInvalid, OSError) as err:
-            raise StageError(f"{path}: not a readable Parquet file ({err}). Delete it and rerun the stage that makes it.") from err
+        metadata = _read_schema(path).metadata or {}
         for stage, settings in json.loads(metadata.get(MADE_WITH, b"{}")).items():
             if stage in merged and merged[stage] != settings:
                 raise StageError(f"{first[stage]} and {path} were made with different {stage} settings; rerun the "
@@ -82,16 +79,27 @@ def read_made_with(*paths: str | os.PathLike) -> dict:
     return merged
 
 
+def _unreadable(path: str | os.PathLike, err: Exception) -> StageError:
+    return StageError(f"{path}: not a readable Parquet file ({err}). Delete it and rerun the stage that makes it.")
+
+
+def _read_schema(path: str | os.PathLike) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _unreadable(path, err) from err
+
+
 def read_parquet(path: str | os.PathLike, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
     """Read a Parquet file; when ``schema`` is given, fail clearly if the file does not carry its columns."""
     path = Path(path)
     if not path.exists():
         raise StageError(f"{path}: file not found. Run the stage that produces it first (snakemake builds it for you).")
+    present = set(_read_schema(path).names)  # absent columns are reported below, as an old file
     try:
-        present = set(pq.read_schema(path).names)  # absent columns are reported below, as an old file
         table = pq.read_table(path, columns=None if columns is None else [c for c in columns if c in present])
     except (pa.ArrowInvalid, OSError) as err:
-        raise StageError(f"{path}: not a readable Parquet file ({err}). Delete it and rerun the stage that makes it.") from err
+        raise _unreadable(path, err) from err
     if schema is not None:
         wanted = [f for f in schema if columns is None or f.name in columns]
         missing = [f.name for f in wanted if f.name not in table.column_names]
