@@ -11,7 +11,7 @@ from stages.common.config import config_object
 from stages.common.errors import StageError, run_cli
 from stages.demo.generate import build_scene
 from stages.pretrain.contrastive import PretrainConfig, pretrain, save_state_dict
-from stages.pretrain.corpus import PART_CLASSES, build_corpus, parse_corpus_config
+from stages.pretrain.corpus import LOOKS, PART_CLASSES, build_corpus, parse_corpus_config
 from stages.train.models.towers import TowerConfig, model_config
 
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     images, captions, labels = build_corpus(build_scene(corpus_cfg.frame_size), corpus_cfg, size)
     print(f"pretrain: corpus of {len(images)} images, {len(set(captions))} distinct captions in "
           f"{time.perf_counter() - start:.1f} s", flush=True)
-    model, losses = pretrain(images, captions, tower, cfg, labels, PART_CLASSES)
+    model, losses = pretrain(images, captions, tower, cfg, labels, PART_CLASSES, LOOKS * corpus_cfg.samples)
     for step in range(0, len(losses), max(1, len(losses) // 20)):
         print(f"step {step}: loss {losses[step]:.4f}")
     print(f"pretrain: final loss {losses[-1]:.4f} after {len(losses)} steps; {time.perf_counter() - start:.1f} s in all")

@@ -9,13 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from stages.common.errors import StageError
 from stages.demo.expressions import CLASSES
 from stages.demo.generate import ClipSpec, build_scene, synthesize_clip
 from stages.faces.render import PALETTE
 from stages.pretrain.__main__ import main as pretrain_main
-from stages.pretrain.contrastive import PretrainConfig, pretrain, to_input
+from stages.pretrain.contrastive import PretrainConfig, augment, pretrain, to_input
 from stages.pretrain.corpus import ACTIONS, PART_CLASSES, RELAXED, CorpusConfig, build_corpus, parse_corpus_config
 from stages.train.models.towers import TowerConfig, build_clip, model_config
 
@@ -112,11 +114,48 @@ def test_the_action_read_out_needs_labels_and_some_loss_is_needed():
         PretrainConfig(clip_weight=0.0)
 
 
+CUT = PretrainConfig(action_weight=1.0, crop_scale=(0.3, 0.6))
+
+
+def test_augment_cuts_where_torchvision_draws_its_crop():
+    """A horizontal and a vertical ramp: the batched resampling of each image equals torchvision's resized crop of
+    the box drawn for it (within the half pixel where it reads past the box's edge instead of clamping)."""
+    ramp = np.linspace(0, 255, 64)
+    image = np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)), np.full((64, 64), 128.0)], -1)
+    images = np.repeat(image.round().astype(np.uint8)[None], 6, axis=0)
+    torch.manual_seed(3)
+    out = augment(images, np.zeros(6, bool), np.zeros(6, bool), CUT)
+    torch.manual_seed(3)
+    source = torch.from_numpy(images[0]).permute(2, 0, 1).float() / 255
+    boxes = [v2.RandomResizedCrop.get_params(source, list(CUT.crop_scale), [3 / 4, 4 / 3]) for _ in range(6)]
+    assert len(set(boxes)) == 6  # each image is cut anew
+    for cut, box in zip(out, boxes):
+        expected = TF.resized_crop(source, *box, [64, 64], antialias=False)
+        assert (cut - expected).abs().max() < 3 / 64, box
+
+
+def test_augment_keeps_parsing_colours_and_brightens_photos_only(corpus):
+    images, _, _ = corpus
+    nearest, photo = np.arange(len(images)) % 3 == 1, np.arange(len(images)) % 3 == 0
+    out = augment(images, nearest, photo, CUT)
+    colours = set(map(tuple, (out[nearest] * 255).round().int().permute(0, 2, 3, 1).reshape(-1, 3).tolist()))
+    assert colours <= set(map(tuple, PALETTE.tolist()))
+    whole = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    bright = augment(images, nearest, photo, PretrainConfig(action_weight=1.0, brightness=0.5))
+    assert torch.allclose(bright[~photo], whole[~photo], atol=1e-5)  # maps are not brightened, whole crops are whole
+    factor = bright[photo].sum((1, 2, 3)) / whole[photo].sum((1, 2, 3))
+    assert (factor - 1).abs().max() > 0.1 and factor.min() > 0.45 and factor.max() < 1.5
+
+
 def test_bad_corpus_settings_are_named():
     with pytest.raises(StageError, match="unknown keys"):
         parse_corpus_config({"sample": 3})
     with pytest.raises(StageError, match="max_actions"):
         parse_corpus_config({"max_actions": 9})
+    with pytest.raises(StageError, match="crop_scale"):
+        PretrainConfig(action_weight=1.0, crop_scale=(0.0, 1.0))
+    with pytest.raises(StageError, match="brightness"):
+        PretrainConfig(action_weight=1.0, brightness=1.5)
 
 
 def test_the_cli_writes_a_checkpoint_the_towers_load(tmp_path, capsys):
