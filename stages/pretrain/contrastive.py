@@ -53,11 +53,19 @@ class PretrainConfig:
                              f"(got {self.crop_scale}, {self.brightness})")
 
 
-def to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(N, S, S, 3) uint8 RGB, or (N, 3, S, S) floats in [0, 1] -> (N, 3, S, S) float with CLIP's mean/std, as the
-    demo's training reads frames."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 if isinstance(images, np.ndarray) else images
+def unit_floats(images: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) floats in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, S, S) floats in [0, 1] with CLIP's mean/std, as the demo's training reads frames."""
     return (x - torch.tensor(OPENAI_DATASET_MEAN)[:, None, None]) / torch.tensor(OPENAI_DATASET_STD)[:, None, None]
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 RGB -> the tower's (N, 3, S, S) float input."""
+    return normalize(unit_floats(images))
 
 
 def augment(images: np.ndarray, nearest: np.ndarray, photo: np.ndarray, cfg: PretrainConfig) -> torch.Tensor:
@@ -65,7 +73,7 @@ def augment(images: np.ndarray, nearest: np.ndarray, photo: np.ndarray, cfg: Pre
     (torchvision's draw) and resized back by one batched ``grid_sample`` (nearest-neighbour where ``nearest``:
     parsing colours stay palette colours), photos (``photo``) brightened by U(1 - b, 1 + b). Draws from torch's
     global generator. One batched resampling: a resize per image, or affine_grid, cost more than the step's tower."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = unit_floats(images)
     side = x.shape[-1]
     boxes = torch.tensor([v2.RandomResizedCrop.get_params(image, list(cfg.crop_scale), [3 / 4, 4 / 3]) for image in x],
                          dtype=torch.float32)  # (N, 4): top, left, height, width in pixels
@@ -129,8 +137,11 @@ def pretrain(images: np.ndarray, captions: list[str], tower: TowerConfig, cfg: P
             warm = min(1.0, (step + 1) / max(1, cfg.steps // 10))
             group["lr"] = cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
         batch = rng.choice(len(images), size=min(cfg.batch_size, len(images)), replace=False)
-        pixels = augment(images[batch], looks[batch] == "parsing", looks[batch] == "frame", cfg) if augmented else images[batch]
-        image = model.encode_image(to_input(pixels))
+        if augmented:
+            pixels = normalize(augment(images[batch], looks[batch] == "parsing", looks[batch] == "frame", cfg))
+        else:
+            pixels = to_input(images[batch])
+        image = model.encode_image(pixels)
         loss = cfg.clip_weight * clip_loss(model, image, tokens[batch]) if cfg.clip_weight else torch.zeros(())
         if head is not None:
             loss = loss + cfg.action_weight * action_loss(head, image, targets[batch], classes)
